@@ -1,0 +1,126 @@
+"""Profiles: the one place where sizes, step counts and widths are decided.
+
+A notebook asks for a profile by name (its `profile` parameter) and may override single values with its own
+parameters. `smoke` is for CI (the whole series in a few minutes on 2 CPU cores), `cpu` is the default and
+gives results that mean something on a laptop, `paper` uses the papers' resolutions and needs a GPU.
+
+Each section belongs to one part of the package; add a field to the section that uses it, with a value for
+every profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The embedded synthetic dataset (dermgan.data.synth)."""
+
+    image_size: int = 64
+    n_images: int = 4000  # train + val + test
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+
+@dataclass(frozen=True)
+class DermGANConfig:
+    """Pix2Pix / DermGAN training (dermgan.models.pix2pix, dermgan.train)."""
+
+    base_filters: int = 32
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 2e-4
+    lambda_l1: float = 100.0
+    lambda_lesion: float = 100.0  # extra weight of the lesion-masked L1 (DermGAN); 0 = plain pix2pix
+    n_scales: int = 2  # discriminator scales for DermGAN
+    lambda_fm: float = 10.0  # feature matching weight (multi-scale D only)
+    checkpoint_every: int = 500
+    sample_every: int = 250
+    ablation: bool = True  # train the one-switch-off variants too
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Small CNN used for the dataset difficulty check, the domain feature extractor and augmentation."""
+
+    width: int = 32
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """dermgan.metrics: sample counts and intervals."""
+
+    n_samples: int = 600  # generated (and real) images per model for set metrics
+    n_bootstrap: int = 200
+    kid_subset_size: int = 100
+    inception: bool = True  # the 299 px Inception network is slow on a CPU; smoke may switch it off
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    device_hint: str  # what the profile was sized for: "cpu" or "cuda"
+    data: DataConfig = field(default_factory=DataConfig)
+    dermgan: DermGANConfig = field(default_factory=DermGANConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def replace(self, **sections) -> "Profile":
+        """A copy with single fields overridden: `profile.replace(data={"image_size": 32})`.
+
+        None values are skipped, so notebook parameters that default to None mean "the profile's value".
+        An unknown section or field is an error naming it.
+        """
+        changes = {}
+        for section, values in sections.items():
+            current = getattr(self, section, None)
+            if not dataclasses.is_dataclass(current):
+                raise ValueError(f"unknown profile section {section!r}")
+            known = {f.name for f in dataclasses.fields(current)}
+            unknown = set(values) - known
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(unknown)} in profile section {section!r}; "
+                                 f"known: {sorted(known)}")
+            kept = {k: v for k, v in values.items() if v is not None}
+            changes[section] = dataclasses.replace(current, **kept)
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        device_hint="cpu",
+        data=DataConfig(image_size=32, n_images=400),
+        dermgan=DermGANConfig(base_filters=8, steps=30, batch_size=8, checkpoint_every=15, sample_every=15,
+                              ablation=False),
+        classifier=ClassifierConfig(width=8, epochs=2, batch_size=32),
+        metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False),
+    ),
+    "cpu": Profile(name="cpu", device_hint="cpu"),
+    "paper": Profile(
+        name="paper",
+        device_hint="cuda",
+        data=DataConfig(image_size=256, n_images=10000),
+        dermgan=DermGANConfig(base_filters=64, steps=100_000, batch_size=16, checkpoint_every=5000,
+                              sample_every=2500),
+        classifier=ClassifierConfig(width=64, epochs=30, batch_size=64),
+        metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`; an unknown name is an error that lists the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise ValueError(f"unknown profile {name!r}; choose one of: {known}") from None

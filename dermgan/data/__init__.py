@@ -1,0 +1,1 @@
+"""Datasets: the embedded procedural skin renderer, semantic maps, and readers for real dermatology data."""

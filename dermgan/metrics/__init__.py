@@ -1,0 +1,1 @@
+"""Offline evaluation: feature extractors, set metrics with intervals, image statistics, memorisation."""

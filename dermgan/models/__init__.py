@@ -1,0 +1,1 @@
+"""Networks. A model file holds the model; losses and the training loop live elsewhere."""
