@@ -1,0 +1,554 @@
+"""Readers of real datasets, on small fixtures written in each dataset's own on-disk layout.
+
+Truth is independent of the readers: labels and flags are written into the fixtures by hand, mask statistics
+are worked out from the rectangle drawn into the mask, and splits are checked as properties.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermgan.data.dataset import RECORD_COLUMNS, SkinData
+from dermgan.data.sources import (
+    SOURCES,
+    Problem,
+    SourceError,
+    grouped_split,
+    load_source,
+    read_records,
+    verify,
+)
+
+W, H = 60, 45  # HAM10000's 600 x 450, scaled down; the centre square is columns 7..51
+BOX = (17, 5, 27, 15)  # lesion rectangle (left, top, right, bottom) -> columns 10..19 of the centre square
+
+
+# ------------------------------------------------------------------------------------------- writers
+
+def write_image(path: Path, size=(W, H), seed=0, fmt=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    base = rng.integers(40, 200, 3)
+    pixels = np.clip(base + 0.5 * x[..., None] + 0.3 * y[..., None], 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt)
+
+
+def write_mask(path: Path, size=(W, H), box=BOX) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    left, top, right, bottom = box
+    mask[top:bottom, left:right] = 255
+    Image.fromarray(mask).save(path)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+HAM_DX = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
+HAM_MASKS = "HAM10000_segmentations_lesion_tschandl"
+
+
+def make_ham(root: Path, n_lesions=12, masks=True) -> pd.DataFrame:
+    rows = []
+    for lesion in range(n_lesions):
+        for k in range(1 + lesion % 3):  # 1-3 images per lesion, as in HAM10000
+            rows.append({"lesion_id": f"HAM_{lesion:07d}", "image_id": f"ISIC_{len(rows):07d}",
+                         "dx": HAM_DX[lesion % 7], "dx_type": "histo", "age": 50.0, "sex": "male",
+                         "localization": "back"})
+    for i, row in enumerate(rows):
+        part = "HAM10000_images_part_1" if i % 2 else "HAM10000_images_part_2"
+        write_image(root / part / f"{row['image_id']}.jpg", seed=i)
+        if masks:
+            write_mask(root / HAM_MASKS / f"{row['image_id']}_segmentation.png")
+    write_csv(root / "HAM10000_metadata.csv", rows)
+    return pd.DataFrame(rows)
+
+
+def one_hot(columns, name):
+    return {c: float(c == name) for c in columns}
+
+
+def make_isic2017(root: Path) -> None:
+    labels = {"Training": ["melanoma", "seborrheic_keratosis", "nevus", "nevus"],
+              "Validation": ["melanoma", "nevus"], "Test_v2": ["seborrheic_keratosis"]}
+    n = 0
+    for part, names in labels.items():
+        rows = []
+        for name in names:
+            image_id = f"ISIC_{n:07d}"
+            n += 1
+            rows.append({"image_id": image_id, "melanoma": float(name == "melanoma"),
+                         "seborrheic_keratosis": float(name == "seborrheic_keratosis")})
+            write_image(root / f"ISIC-2017_{part}_Data" / f"{image_id}.jpg", seed=n)
+            write_image(root / f"ISIC-2017_{part}_Data" / f"{image_id}_superpixels.png", seed=n)
+            write_mask(root / f"ISIC-2017_{part}_Part1_GroundTruth" / f"{image_id}_segmentation.png")
+        write_csv(root / f"ISIC-2017_{part}_Part3_GroundTruth.csv", rows)
+
+
+TASK3 = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+
+
+def make_isic2018_task3(root: Path, n=21) -> None:
+    rows, groups = [], []
+    for i in range(n):
+        image = f"ISIC_{i:07d}"
+        rows.append({"image": image, **one_hot(TASK3, TASK3[i % 7])})
+        groups.append({"image": image, "lesion_id": f"HAM_{i // 2:07d}", "diagnosis_confirm_type": "histo"})
+        write_image(root / "ISIC2018_Task3_Training_Input" / f"{image}.jpg", seed=i)
+    # The official zip unpacks the CSV into a folder of its own name.
+    write_csv(root / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv", rows)
+    write_csv(root / "ISIC2018_Task3_Training_LesionGroupings.csv", groups)
+
+
+def make_isic2018_task1(root: Path) -> None:
+    for part, n in (("Training", 3), ("Validation", 1), ("Test", 1)):
+        for i in range(n):
+            image = f"ISIC_{part[:2]}{i:05d}"
+            write_image(root / f"ISIC2018_Task1-2_{part}_Input" / f"{image}.jpg", seed=i)
+            write_mask(root / f"ISIC2018_Task1_{part}_GroundTruth" / f"{image}_segmentation.png")
+        (root / f"ISIC2018_Task1-2_{part}_Input" / "LICENSE.txt").write_text("CC-BY-NC")
+
+
+ISIC2019 = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+
+
+def make_isic2019(root: Path) -> None:
+    rows, meta = [], []
+    for i, name in enumerate(ISIC2019):
+        image = f"ISIC_{i:07d}" + ("_downsampled" if i == 1 else "")
+        rows.append({"image": image, **one_hot(ISIC2019, name)})
+        meta.append({"image": image, "age_approx": 55, "anatom_site_general": "torso",
+                     "lesion_id": f"BCN_{i // 3:07d}" if i < 6 else None, "sex": "female"})
+        write_image(root / "ISIC_2019_Training_Input" / f"{image}.jpg", seed=i)
+    write_csv(root / "ISIC_2019_Training_GroundTruth.csv", rows)
+    write_csv(root / "ISIC_2019_Training_Metadata.csv", meta)
+
+
+def make_isic2020(root: Path, n_patients=10) -> pd.DataFrame:
+    rows = []
+    for p in range(n_patients):
+        for k in range(1 + p % 4):
+            melanoma = (p + k) % 5 == 0
+            rows.append({"image_name": f"ISIC_{len(rows):07d}", "patient_id": f"IP_{p:07d}", "sex": "male",
+                         "age_approx": 45.0, "anatom_site_general_challenge": "torso",
+                         "diagnosis": "melanoma" if melanoma else "nevus",
+                         "benign_malignant": "malignant" if melanoma else "benign", "target": int(melanoma)})
+    for i, row in enumerate(rows):
+        write_image(root / "jpeg" / "train" / f"{row['image_name']}.jpg", size=(64, 48), seed=i)
+    write_csv(root / "train.csv", rows)
+    return pd.DataFrame(rows)
+
+
+def make_fitzpatrick(root: Path) -> pd.DataFrame:
+    spec = [("psoriasis", 3, "non-neoplastic"), ("basal cell carcinoma", -1, "malignant"),
+            ("seborrheic keratosis", 6, "benign"), ("psoriasis", 1, "non-neoplastic")]
+    rows = []
+    for i, (label, fst, three) in enumerate(spec):
+        md5 = f"{i:032x}"
+        rows.append({"md5hash": md5, "fitzpatrick_scale": fst, "fitzpatrick_centaur": fst, "label": label,
+                     "nine_partition_label": "x", "three_partition_label": three, "qc": None,
+                     "url": f"https://example.org/{md5}.jpg", "url_alphanum": "x"})
+        write_image(root / "images" / f"{md5}.jpg", size=(50, 70), seed=i)
+    write_csv(root / "fitzpatrick17k.csv", rows)
+    return pd.DataFrame(rows)
+
+
+def make_ddi(root: Path, malignant_column="malignant") -> None:
+    spec = [("melanoma-in-situ", 12, True), ("verruca-vulgaris", 34, False), ("melanoma-in-situ", 56, True)]
+    rows = []
+    for i, (disease, tone, malignant) in enumerate(spec):
+        name = f"{i + 1:06d}.png"
+        flag = malignant if malignant_column == "malignant" else int(malignant)
+        rows.append({"DDI_ID": i + 1, "DDI_file": name, "skin_tone": tone, malignant_column: flag,
+                     "disease": disease})
+        write_image(root / name, size=(40, 40), seed=i, fmt="PNG")
+    write_csv(root / "ddi_metadata.csv", rows)
+
+
+def make_dermamnist(root: Path, name="dermamnist.npz", side=28) -> dict:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 7), ("val", 2), ("test", 3)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 7).reshape(n, 1).astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(root / name, **arrays)
+    return arrays
+
+
+def make_folder(root: Path) -> None:
+    rows = []
+    for i, (label, split) in enumerate([("eczema", "train"), ("acne", "train"), ("eczema", "val"),
+                                        ("acne", "test")]):
+        write_image(root / "photos" / label / f"img{i}.jpg", seed=i)
+        write_mask(root / "masks" / f"img{i}.png")
+        rows.append({"file": f"photos/{label}/img{i}.jpg", "diagnosis": label, "seg": f"masks/img{i}.png",
+                     "fold": split})
+    write_csv(root / "labels.csv", rows)
+
+
+def messages(problems: list[Problem]) -> str:
+    return "\n".join(str(p) for p in problems)
+
+
+# ---------------------------------------------------------------------------------------- per reader
+
+def test_registry_names_and_unknown_name():
+    assert list(SOURCES) == ["ham10000", "isic2017", "isic2018_task1", "isic2018_task3", "isic2019",
+                             "isic2020", "fitzpatrick17k", "ddi", "dermamnist", "folder"]
+    with pytest.raises(ValueError, match="known real datasets: ham10000, isic2017"):
+        load_source("ham1000", "/nowhere", 32)
+
+
+def test_ham10000_records_masks_and_lesion_grouped_splits(tmp_path):
+    truth = make_ham(tmp_path)
+    data = load_source("ham10000", tmp_path, image_size=32)
+    assert isinstance(data, SkinData) and len(data) == len(truth)
+    assert data.images.shape == (len(truth), 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.lesion_masks.shape == (len(truth), 32, 32) and set(np.unique(data.lesion_masks)) == {0, 1}
+    assert data.skin_masks is None
+    assert data.classes == ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    table = data.table.set_index("image_id").loc[truth["image_id"]]
+    assert list(table["condition"]) == list(truth["dx"])
+    assert [data.classes[i] for i in table["label"]] == list(truth["dx"])
+    assert list(table["malignant"]) == [dx in ("mel", "bcc", "akiec") for dx in truth["dx"]]
+    assert list(table["lesion_id"]) == list(truth["lesion_id"])
+    assert table["fitzpatrick"].isna().all() and table["patient_id"].isna().all()
+    # The 10 x 10 box in the 45 x 45 centre square: columns 10..19 (mean 14.5), rows 5..14 (mean 9.5).
+    assert np.allclose(table["lesion_area"], 100 / 45 ** 2)
+    assert np.allclose(table["centroid_x"], 14.5 / 45) and np.allclose(table["centroid_y"], 9.5 / 45)
+    assert set(data.table["split"]) == {"train", "val", "test"}
+    assert (data.table.groupby("lesion_id")["split"].nunique() == 1).all()
+    assert list(data.table.columns[: len(RECORD_COLUMNS)]) == list(RECORD_COLUMNS)
+    assert {"image_path", "mask_path", "dx_type", "localization"} <= set(data.table.columns)
+    assert data.table["age"].dtype.kind == "f"  # numeric extras stay numbers
+    assert verify("ham10000", tmp_path) == []
+
+
+def test_ham10000_without_mask_folder_has_no_masks_and_na_areas(tmp_path):
+    make_ham(tmp_path, n_lesions=4, masks=False)
+    data = load_source("ham10000", tmp_path, image_size=16)
+    assert data.lesion_masks is None
+    assert data.table[["lesion_area", "centroid_x", "centroid_y"]].isna().all().all()
+
+
+def test_resize_is_centre_crop_then_resize(tmp_path):
+    # left third red, middle green, right third blue: the centre square of a 90 x 30 image is all green.
+    pixels = np.zeros((30, 90, 3), np.uint8)
+    pixels[:, :30, 0] = pixels[:, 30:60, 1] = pixels[:, 60:, 2] = 255
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "photos" / "wide.png")
+    write_csv(tmp_path / "labels.csv", [{"image": "photos/wide.png", "label": "x"}])
+    data = load_source("folder", tmp_path, image_size=8)
+    assert data.images.shape == (1, 8, 8, 3)
+    assert (data.images[0, :, :, 1] > 250).all() and (data.images[0, :, :, [0, 2]] < 5).all()
+
+
+def test_grouped_split_is_deterministic_and_keeps_groups_together():
+    groups = np.array([f"g{i % 37}" for i in range(200)], dtype=object)
+    first = grouped_split(groups, ("train", "val", "test"), (0.7, 0.15, 0.15))
+    again = grouped_split(groups[::-1], ("train", "val", "test"), (0.7, 0.15, 0.15))[::-1]
+    assert (first == again).all()  # independent of row order
+    assert pd.DataFrame({"g": groups, "s": first}).groupby("g")["s"].nunique().max() == 1
+    shares = pd.Series(first).value_counts(normalize=True)
+    assert abs(shares["train"] - 0.7) < 0.08 and abs(shares["val"] - 0.15) < 0.08
+
+
+def test_isic2017_official_parts_and_implicit_nevus(tmp_path):
+    make_isic2017(tmp_path)
+    data = load_source("isic2017", tmp_path, image_size=16)
+    assert data.classes == ("melanoma", "seborrheic_keratosis", "nevus")
+    t = data.table
+    assert list(t["condition"]) == ["melanoma", "seborrheic_keratosis", "nevus", "nevus", "melanoma", "nevus",
+                                    "seborrheic_keratosis"]
+    assert list(t["split"]) == ["train"] * 4 + ["val"] * 2 + ["test"]
+    assert list(t["malignant"]) == [c == "melanoma" for c in t["condition"]]
+    assert data.lesion_masks.shape == (7, 16, 16)
+    assert np.allclose(t["lesion_area"], 100 / 45 ** 2)
+
+
+def test_isic2018_task3_one_hot_and_lesion_groupings(tmp_path):
+    make_isic2018_task3(tmp_path)
+    data = load_source("isic2018_task3", tmp_path, image_size=16)
+    assert data.classes == tuple(TASK3)
+    t = data.table
+    assert list(t["condition"]) == [TASK3[i % 7] for i in range(21)]
+    assert list(t["malignant"]) == [TASK3[i % 7] in ("MEL", "BCC", "AKIEC") for i in range(21)]
+    assert list(t["lesion_id"]) == [f"HAM_{i // 2:07d}" for i in range(21)]
+    # no official val / test part here: both are carved out of training, by lesion
+    assert set(t["split"]) == {"train", "val", "test"}
+    assert (t.groupby("lesion_id")["split"].nunique() == 1).all()
+    assert data.lesion_masks is None
+
+
+def test_isic2018_task1_images_with_masks(tmp_path):
+    make_isic2018_task1(tmp_path)
+    data = load_source("isic2018_task1", tmp_path, image_size=20)
+    assert data.classes == ("lesion",) and (data.table["label"] == 0).all()
+    assert data.table["malignant"].isna().all()
+    assert list(data.table["split"]) == ["train"] * 3 + ["val", "test"]
+    assert data.lesion_masks.shape == (5, 20, 20)
+    assert np.allclose(data.table["centroid_x"], 14.5 / 45)
+
+
+def test_isic2019_unknown_class_downsampled_names_and_metadata(tmp_path):
+    make_isic2019(tmp_path)
+    t = load_source("isic2019", tmp_path, image_size=16).table
+    assert list(t["condition"]) == ISIC2019
+    assert t["image_id"][1] == "ISIC_0000001_downsampled"
+    malignant = dict(zip(t["condition"], t["malignant"]))
+    assert malignant["MEL"] and malignant["SCC"] and malignant["BCC"] and malignant["AK"]
+    assert not malignant["NV"] and not malignant["VASC"] and pd.isna(malignant["UNK"])
+    assert list(t["lesion_id"][:6]) == [f"BCN_{i // 3:07d}" for i in range(6)]
+    assert t["lesion_id"][6:].isna().all()
+
+
+def test_isic2020_patient_grouped_splits_and_target(tmp_path):
+    truth = make_isic2020(tmp_path)
+    data = load_source("isic2020", tmp_path, image_size=16)
+    t = data.table.set_index("image_id").loc[truth["image_name"]]
+    assert list(t["malignant"]) == list(truth["target"].astype(bool))
+    assert list(t["patient_id"]) == list(truth["patient_id"])
+    assert data.classes == ("melanoma", "nevus")
+    assert set(t["split"]) == {"train", "val", "test"}
+    assert (data.table.groupby("patient_id")["split"].nunique() == 1).all()
+
+
+def test_isic2020_ground_truth_csv_without_target_column(tmp_path):
+    truth = make_isic2020(tmp_path, n_patients=4)
+    (tmp_path / "train.csv").rename(tmp_path / "ISIC_2020_Training_GroundTruth.csv")
+    frame = pd.read_csv(tmp_path / "ISIC_2020_Training_GroundTruth.csv").drop(columns="target")
+    frame.to_csv(tmp_path / "ISIC_2020_Training_GroundTruth.csv", index=False)
+    (tmp_path / "jpeg").rename(tmp_path / "ISIC_2020_Training_JPEG")
+    t = read_records("isic2020", tmp_path)
+    assert list(t["malignant"]) == list(truth["target"].astype(bool))
+
+
+def test_fitzpatrick17k_unknown_type_and_three_partition(tmp_path):
+    truth = make_fitzpatrick(tmp_path)
+    data = load_source("fitzpatrick17k", tmp_path, image_size=24)
+    t = data.table
+    assert list(t["image_id"]) == list(truth["md5hash"])
+    assert t["fitzpatrick"].tolist()[0] == 3 and pd.isna(t["fitzpatrick"][1]) and t["fitzpatrick"][2] == 6
+    assert list(t["malignant"]) == [False, True, False, False]
+    assert data.classes == ("basal cell carcinoma", "psoriasis", "seborrheic keratosis")
+    assert data.images.shape == (4, 24, 24, 3)
+
+
+@pytest.mark.parametrize("column", ["malignant", "malignancy(malig=1)"])
+def test_ddi_both_malignancy_columns_and_skin_tone_groups(tmp_path, column):
+    make_ddi(tmp_path, column)
+    t = load_source("ddi", tmp_path, image_size=16).table
+    assert list(t["image_id"]) == ["000001", "000002", "000003"]
+    assert list(t["malignant"]) == [True, False, True]
+    assert t["fitzpatrick"].isna().all()
+    assert list(t["fitzpatrick_group"]) == [12, 34, 56]
+
+
+def test_dermamnist_official_split_labels_and_resize(tmp_path):
+    arrays = make_dermamnist(tmp_path)
+    data = load_source("dermamnist", tmp_path, image_size=32)
+    assert data.images.shape == (12, 32, 32, 3) and data.lesion_masks is None
+    assert list(data.table["split"]) == ["train"] * 7 + ["val"] * 2 + ["test"] * 3
+    labels = np.concatenate([arrays[f"{s}_labels"].ravel() for s in ("train", "val", "test")])
+    assert (data.table["label"].to_numpy() == labels).all()
+    assert list(data.table["malignant"]) == [int(v) in (0, 1, 4) for v in labels]  # akiec, bcc, mel
+    native = load_source("dermamnist", tmp_path, image_size=28)
+    assert (native.images[:7] == arrays["train_images"]).all()
+
+
+def test_dermamnist_picks_the_smallest_file_at_least_the_size(tmp_path):
+    make_dermamnist(tmp_path)
+    big = make_dermamnist(tmp_path, "dermamnist_64.npz", side=64)
+    data = load_source("dermamnist", tmp_path, image_size=64)
+    assert (data.images[:7] == big["train_images"]).all()
+
+
+def test_folder_with_named_columns_masks_and_split(tmp_path):
+    make_folder(tmp_path)
+    data = load_source("folder", tmp_path, 16, image_column="file", label_column="diagnosis",
+                       mask_column="seg", split_column="fold")
+    assert data.classes == ("acne", "eczema")
+    assert list(data.table["image_id"]) == [f"photos/{c}/img{i}" for i, c in
+                                            enumerate(["eczema", "acne", "eczema", "acne"])]
+    assert list(data.table["split"]) == ["train", "train", "val", "test"]
+    assert data.lesion_masks.shape == (4, 16, 16) and data.table["malignant"].isna().all()
+
+
+def test_read_records_decodes_nothing_and_keeps_paths(tmp_path):
+    make_ham(tmp_path, n_lesions=3)
+    table = read_records("ham10000", tmp_path)
+    assert all(Path(p).is_file() for p in table["image_path"])
+    assert all(p.endswith("_segmentation.png") for p in table["mask_path"])
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_missing_folder_says_what_to_put_there(tmp_path):
+    with pytest.raises(SourceError) as error:
+        load_source("ham10000", tmp_path / "absent", 16)
+    text = str(error.value)
+    assert "absent" in text and "put the HAM10000 files here" in text and "HAM10000_metadata.csv" in text
+
+
+def test_missing_csv_and_image_folder_are_both_named(tmp_path):
+    problems = verify("isic2020", tmp_path)
+    text = messages(problems)
+    assert "train.csv not found" in text and "jpeg/train" in text and len(problems) == 2
+
+
+def test_missing_column_names_column_csv_and_columns_found(tmp_path):
+    make_ham(tmp_path, n_lesions=2, masks=False)
+    frame = pd.read_csv(tmp_path / "HAM10000_metadata.csv").drop(columns="dx")
+    frame.to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(SourceError, match=r"column 'dx' missing from HAM10000_metadata.csv; "
+                                          r"columns found: lesion_id, image_id, dx_type"):
+        load_source("ham10000", tmp_path, 16)
+
+
+def test_missing_image_is_named(tmp_path):
+    truth = make_ham(tmp_path, n_lesions=3, masks=False)
+    absent = truth["image_id"][2]
+    next(tmp_path.glob(f"*/{absent}.jpg")).unlink()
+    with pytest.raises(SourceError, match=f"image '{absent}' .* not found in HAM10000_images_part_1/"):
+        load_source("ham10000", tmp_path, 16)
+
+
+def test_truncated_jpeg_is_named_as_corrupt(tmp_path):
+    truth = make_isic2020(tmp_path, n_patients=3)
+    bad = tmp_path / "jpeg" / "train" / f"{truth['image_name'][1]}.jpg"
+    truncate(bad)
+    with pytest.raises(SourceError) as error:
+        load_source("isic2020", tmp_path, 16)
+    assert str(bad) in str(error.value) and "corrupt" in str(error.value)
+
+
+def test_mask_of_wrong_size_is_named_with_both_sizes(tmp_path):
+    truth = make_ham(tmp_path, n_lesions=2)
+    mask = tmp_path / HAM_MASKS / f"{truth['image_id'][0]}_segmentation.png"
+    write_mask(mask, size=(W + 1, H))
+    with pytest.raises(SourceError) as error:
+        load_source("ham10000", tmp_path, 16)
+    assert str(mask) in str(error.value) and "61x45 but its image is 60x45" in str(error.value)
+
+
+def test_verify_reports_every_problem_in_one_pass(tmp_path):
+    truth = make_ham(tmp_path, n_lesions=6)
+    ids = list(truth["image_id"])
+    next(tmp_path.glob(f"HAM*part*/{ids[0]}.jpg")).unlink()  # missing image
+    truncate(next(tmp_path.glob(f"HAM*part*/{ids[1]}.jpg")))  # corrupt image
+    write_mask(tmp_path / HAM_MASKS / f"{ids[2]}_segmentation.png", size=(10, 10))  # wrong size
+    (tmp_path / HAM_MASKS / f"{ids[3]}_segmentation.png").unlink()  # missing mask
+    frame = pd.read_csv(tmp_path / "HAM10000_metadata.csv")
+    frame.loc[4, "dx"] = "melanomaa"  # a class outside the list
+    frame.to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+
+    problems = verify("ham10000", tmp_path)
+    fields = sorted(p.field for p in problems)
+    assert fields == ["dx", "image", "image_id", "mask", "mask"], messages(problems)
+    text = messages(problems)
+    assert ids[0] in text and ids[1] in text and "10x10" in text and "melanomaa" in text
+    with pytest.raises(SourceError, match="5 problem"):
+        load_source("ham10000", tmp_path, 16)
+    assert verify("ham10000", tmp_path / "absent")[0].field == "folder"
+
+
+def test_load_error_lists_ten_problems_and_counts_the_rest(tmp_path):
+    make_ham(tmp_path, n_lesions=10, masks=False)
+    for path in tmp_path.glob("HAM*part*/*.jpg"):
+        path.unlink()
+    with pytest.raises(SourceError) as error:
+        load_source("ham10000", tmp_path, 16)
+    assert len(error.value.problems) == 19 and "... and 9 more" in str(error.value)
+
+
+def test_one_hot_row_with_two_classes_and_missing_part_folder(tmp_path):
+    make_isic2018_task3(tmp_path, n=7)
+    csv = tmp_path / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv"
+    frame = pd.read_csv(csv)
+    frame.loc[3, "MEL"] = 1.0
+    frame.to_csv(csv, index=False)
+    text = messages(verify("isic2018_task3", tmp_path))
+    assert "line 5: expected exactly one class marked 1" in text
+
+
+def test_task1_without_masks_and_isic2017_with_partial_masks(tmp_path):
+    make_isic2018_task1(tmp_path / "t1")
+    for mask in (tmp_path / "t1" / "ISIC2018_Task1_Validation_GroundTruth").iterdir():
+        mask.unlink()
+    assert "mask file not found" in messages(verify("isic2018_task1", tmp_path / "t1"))
+
+    make_isic2017(tmp_path / "i17")
+    for mask in (tmp_path / "i17" / "ISIC-2017_Test_v2_Part1_GroundTruth").iterdir():
+        mask.unlink()
+    (tmp_path / "i17" / "ISIC-2017_Test_v2_Part1_GroundTruth").rmdir()
+    assert "ISIC-2017_Test_v2_Part1_GroundTruth" in messages(verify("isic2017", tmp_path / "i17"))
+    assert load_source("isic2017", tmp_path / "i17", 16, masks=False).lesion_masks is None
+
+
+def test_bad_values_are_named(tmp_path):
+    make_fitzpatrick(tmp_path / "fitz")
+    frame = pd.read_csv(tmp_path / "fitz" / "fitzpatrick17k.csv")
+    frame.loc[0, "fitzpatrick_scale"] = 7
+    frame.to_csv(tmp_path / "fitz" / "fitzpatrick17k.csv", index=False)
+    assert "Fitzpatrick type '7'" in messages(verify("fitzpatrick17k", tmp_path / "fitz"))
+
+    make_ddi(tmp_path / "ddi")
+    frame = pd.read_csv(tmp_path / "ddi" / "ddi_metadata.csv")
+    frame["malignant"] = frame["malignant"].astype(object)
+    frame.loc[1, "malignant"] = "maybe"
+    frame.loc[2, "skin_tone"] = 78
+    frame.to_csv(tmp_path / "ddi" / "ddi_metadata.csv", index=False)
+    text = messages(verify("ddi", tmp_path / "ddi"))
+    assert "'maybe' as malignant/benign" in text and "skin tone '78'" in text
+
+
+def test_dermamnist_corrupt_file_and_missing_key(tmp_path):
+    make_dermamnist(tmp_path / "a")
+    truncate(tmp_path / "a" / "dermamnist.npz")
+    assert "corrupt .npz" in messages(verify("dermamnist", tmp_path / "a"))
+
+    arrays = make_dermamnist(tmp_path / "b")
+    del arrays["val_labels"]
+    np.savez(tmp_path / "b" / "dermamnist.npz", **arrays)
+    with pytest.raises(SourceError, match="key 'val_labels' missing from dermamnist.npz"):
+        load_source("dermamnist", tmp_path / "b", 28)
+    assert verify("dermamnist", tmp_path / "c")[0].field == "folder"
+
+
+def test_folder_empty_mask_cell_is_named(tmp_path):
+    make_folder(tmp_path)
+    frame = pd.read_csv(tmp_path / "labels.csv")
+    frame.loc[2, "seg"] = None
+    frame.to_csv(tmp_path / "labels.csv", index=False)
+    problems = verify("folder", tmp_path, image_column="file", label_column="diagnosis", mask_column="seg")
+    assert [(p.field, p.message) for p in problems] == [("seg", "line 4: empty mask name")]
+
+
+def test_folder_missing_named_column_and_no_data_root(tmp_path):
+    make_folder(tmp_path)
+    with pytest.raises(SourceError, match="column 'path' missing from labels.csv; columns found: file"):
+        load_source("folder", tmp_path, 16, image_column="path", label_column="diagnosis")
+    with pytest.raises(ValueError, match="pass data_root"):
+        load_source("ham10000", None, 16)
+
+
+def test_docs_cover_every_source():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "real_datasets.md").read_text()
+    for name in SOURCES:
+        assert f'dataset="{name}"' in text
