@@ -136,9 +136,12 @@ def batch_mode() -> bool:
 
 def progress(iterable=None, **kwargs):
     """tqdm.auto progress bar when used interactively, silent in batch runs (nbval compares stderr)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, disable=batch_mode() or kwargs.pop("disable", False), **kwargs)
+    disable = batch_mode() or kwargs.pop("disable", False)
+    if disable:  # plain tqdm: tqdm.auto would warn on stderr about missing widgets even when disabled
+        from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(iterable, disable=disable, **kwargs)
 
 
 @dataclass

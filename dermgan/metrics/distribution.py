@@ -1,0 +1,194 @@
+"""Feature-distribution metrics: FID, KID, precision and recall, with bootstrap intervals.
+
+Point estimates use torch-fidelity's own functions on our features; the bootstrap works on quantities computed
+once (centred features, kernel matrices, distance matrices) and re-indexed per replicate, so it never re-extracts
+features and stays cheap on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric, KEY_METRIC_FID
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.metric_prc import calculate_precision_recall_full
+
+from dermgan.metrics.core import MetricOptions, MetricResult, bootstrap, result_with_interval
+
+
+def _check_features(real: np.ndarray, generated: np.ndarray, metric: str) -> None:
+    if real.ndim != 2 or generated.ndim != 2 or real.shape[1] != generated.shape[1]:
+        raise ValueError(f"{metric}: features must be (N, D) with the same D, got {real.shape} and "
+                         f"{generated.shape}")
+    if min(len(real), len(generated)) < 2:
+        raise ValueError(f"{metric}: needs at least 2 images per set, got {len(real)} real and "
+                         f"{len(generated)} generated")
+
+
+# ---------------------------------------------------------------------------------------------- FID
+
+def fid_from_features(real: np.ndarray, generated: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to the two feature sets (torch-fidelity's computation)."""
+    _check_features(real, generated, "fid")
+    stats = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, dtype=np.float64)))
+             for f in (real, generated)]
+    return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)[KEY_METRIC_FID])
+
+
+def _double_centre(block: np.ndarray) -> np.ndarray:
+    return block - block.mean(axis=0, keepdims=True) - block.mean(axis=1, keepdims=True) + block.mean()
+
+
+def fid_from_grams(g_rr: np.ndarray, g_gg: np.ndarray, g_gr: np.ndarray, r: np.ndarray, g: np.ndarray) -> float:
+    """Exact FID of real rows r and generated rows g from the Gram matrices of the features (X X', Y Y', Y X').
+
+    With centred features A (n x d), B (m x d): S_r = A'A/(n-1), S_g = B'B/(m-1); the non-zero eigenvalues of
+    S_r S_g are the squared singular values of B A'/sqrt((n-1)(m-1)), so tr sqrt(S_r S_g) is that matrix's
+    nuclear norm, and B A' is the double-centred block of Y X'. Likewise the traces and the mean difference
+    come from the Grams. Per bootstrap replicate this costs an n x m eigenproblem instead of a d x d one
+    (d = 2048 for Inception) and never touches the features again.
+    """
+    rr, gg, gr = g_rr[np.ix_(r, r)], g_gg[np.ix_(g, g)], g_gr[np.ix_(g, r)]
+    n, m = len(r), len(g)
+    mean_gap = rr.mean() + gg.mean() - 2.0 * gr.mean()  # |mu_r - mu_g|^2
+    trace_r = np.trace(_double_centre(rr)) / (n - 1)
+    trace_g = np.trace(_double_centre(gg)) / (m - 1)
+    cross = _double_centre(gr)
+    small = cross @ cross.T if m <= n else cross.T @ cross
+    nuclear = np.sqrt(np.clip(np.linalg.eigvalsh(small), 0.0, None)).sum()
+    return float(mean_gap + trace_r + trace_g - 2.0 * nuclear / np.sqrt((n - 1) * (m - 1)))
+
+
+def fid(real_features: np.ndarray, generated_features: np.ndarray, options: MetricOptions,
+        extractor: str | None = None) -> MetricResult:
+    """FID with a bootstrap interval over resampled features (never re-extracted).
+
+    The point estimate is torch-fidelity's when the sets are at least as large as the feature dimension; for
+    smaller sets (the usual case on a CPU: a few hundred images, 2048-d) the Gram form above gives the same
+    number exactly, where a 2048 x 2048 eigendecomposition would take half a minute on 2 cores.
+    """
+    _check_features(real_features, generated_features, "fid")
+    n_r, n_g, d = len(real_features), len(generated_features), real_features.shape[1]
+    g_rr = real_features @ real_features.T
+    g_gg = generated_features @ generated_features.T
+    g_gr = generated_features @ real_features.T
+    if max(n_r, n_g) < d:
+        value, method = fid_from_grams(g_rr, g_gg, g_gr, np.arange(n_r), np.arange(n_g)), "gram"
+    else:
+        value, method = fid_from_features(real_features, generated_features), "torch-fidelity"
+    replicates = bootstrap(lambda r, g: fid_from_grams(g_rr, g_gg, g_gr, r, g), n_r, n_g, options, salt=1)
+    return result_with_interval("fid", value, replicates, n_r, n_g, options, extractor, bounds=(0.0, math.inf),
+                                feature_dim=int(d),
+                                method=method)
+
+
+# ---------------------------------------------------------------------------------------------- KID
+
+def kid_subset_size(options: MetricOptions, n_real: int, n_generated: int) -> int:
+    """The configured subset size, capped by the smaller set (KID is defined on equal-size subsets)."""
+    return int(min(options.kid_subset_size, n_real, n_generated))
+
+
+def kid_from_features(real: np.ndarray, generated: np.ndarray, subset_size: int, subsets: int = 100,
+                      seed: int = 0) -> tuple[float, float]:
+    """(mean, std) of the unbiased MMD^2 with the cubic polynomial kernel over random equal-size subsets
+    (torch-fidelity's computation; the std is over subsets)."""
+    _check_features(real, generated, "kid")
+    out = kid_features_to_metric(torch.from_numpy(np.asarray(real, dtype=np.float64)),
+                                 torch.from_numpy(np.asarray(generated, dtype=np.float64)),
+                                 kid_subsets=subsets, kid_subset_size=subset_size, verbose=False,
+                                 rng_seed=seed, kid_kernel="poly", kid_kernel_poly_degree=3,
+                                 kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2_excluding_copies(k_rr, k_gg, k_rg, r, g) -> float:
+    """Unbiased MMD^2 of resampled sets, leaving out pairs of an image with a copy of itself.
+
+    A resample with replacement repeats images; the U-statistic would count k(x, x) of those repeats as if they
+    were different images and bias MMD^2 upwards, so same-source pairs are masked like the diagonal.
+    """
+    def within(k, rows):
+        block = k[np.ix_(rows, rows)]
+        keep = rows[:, None] != rows[None, :]
+        return block[keep].mean()
+
+    return float(within(k_rr, r) + within(k_gg, g) - 2.0 * k_rg[np.ix_(r, g)].mean())
+
+
+def kid(real_features: np.ndarray, generated_features: np.ndarray, options: MetricOptions,
+        extractor: str | None = None) -> MetricResult:
+    """KID (mean over subsets, std in extra) with a bootstrap interval of the full-set unbiased MMD^2."""
+    size = kid_subset_size(options, len(real_features), len(generated_features))
+    mean, std = kid_from_features(real_features, generated_features, size, options.kid_subsets, options.seed)
+    k_rr = _poly_kernel(real_features, real_features)
+    k_gg = _poly_kernel(generated_features, generated_features)
+    k_rg = _poly_kernel(real_features, generated_features)
+    # The replicates are of the full-set MMD^2, which shares its expectation with the subset mean; the generic
+    # centring in result_with_interval moves them onto the subset-mean point estimate.
+    full = _mmd2_excluding_copies(k_rr, k_gg, k_rg, np.arange(len(k_rr)), np.arange(len(k_gg)))
+    replicates = bootstrap(lambda r, g: _mmd2_excluding_copies(k_rr, k_gg, k_rg, r, g),
+                           len(real_features), len(generated_features), options, salt=2)
+    return result_with_interval("kid", mean, replicates, len(real_features), len(generated_features), options,
+                                extractor, std=std, subset_size=size, subsets=options.kid_subsets,
+                                full_set_mmd2=full)
+
+
+# ---------------------------------------------------------------------------------------------- precision/recall
+
+def precision_recall_from_features(real: np.ndarray, generated: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019), torch-fidelity's computation."""
+    _check_features(real, generated, "precision/recall")
+    if min(len(real), len(generated)) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} images per set, got {len(real)} real "
+                         f"and {len(generated)} generated")
+    # torch-fidelity's convention: features_1 = generated, features_2 = real.
+    return calculate_precision_recall_full(torch.from_numpy(np.asarray(generated, dtype=np.float64)),
+                                           torch.from_numpy(np.asarray(real, dtype=np.float64)), k)
+
+
+def _distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return torch.cdist(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+
+
+def _manifold_coverage(d_ref: np.ndarray, d_query: np.ndarray, ref_rows: np.ndarray, query_rows: np.ndarray,
+                       k: int) -> float:
+    """Share of query rows inside the union of k-NN balls around the reference rows.
+
+    Radii are computed among the distinct reference images of a resample (a repeated image would be its own
+    zero-distance neighbour and shrink its ball); the share counts query repeats with their multiplicity.
+    """
+    distinct = np.unique(ref_rows)
+    if len(distinct) <= k:
+        return float("nan")
+    within = d_ref[np.ix_(distinct, distinct)]
+    radii = np.partition(within, k, axis=1)[:, k]  # k-th neighbour; column 0 of the sort is the image itself
+    inside = (d_query[np.ix_(query_rows, distinct)] <= radii[None, :]).any(axis=1)
+    return float(inside.mean())
+
+
+def precision_recall(real_features: np.ndarray, generated_features: np.ndarray, options: MetricOptions,
+                     extractor: str | None = None) -> tuple[MetricResult, MetricResult]:
+    """Precision (generated inside the real manifold) and recall (real inside the generated manifold)."""
+    k = options.pr_k
+    precision_value, recall_value = precision_recall_from_features(real_features, generated_features, k)
+    d_rr = _distances(real_features, real_features)
+    d_gg = _distances(generated_features, generated_features)
+    d_gr = _distances(generated_features, real_features)
+    n_r, n_g = len(real_features), len(generated_features)
+    rng = options.rng(3)
+    precision_reps, recall_reps = np.empty(options.n_bootstrap), np.empty(options.n_bootstrap)
+    for b in range(options.n_bootstrap):
+        r, g = rng.integers(0, n_r, n_r), rng.integers(0, n_g, n_g)
+        precision_reps[b] = _manifold_coverage(d_rr, d_gr, r, g, k)
+        recall_reps[b] = _manifold_coverage(d_gg, d_gr.T, g, r, k)
+    common = dict(k=k, bounds=(0.0, 1.0))
+    return (result_with_interval("precision", precision_value, precision_reps, n_r, n_g, options, extractor,
+                                 **common),
+            result_with_interval("recall", recall_value, recall_reps, n_r, n_g, options, extractor, **common))

