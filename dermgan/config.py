@@ -26,19 +26,38 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DermGANConfig:
-    """Pix2Pix / DermGAN training (dermgan.models.pix2pix, dermgan.train)."""
+    """Pix2Pix / DermGAN training (dermgan.models.pix2pix, dermgan.models.dermgan, dermgan.train)."""
 
-    base_filters: int = 32
+    # Defaults = the cpu profile, sized for ~15 min of notebook 02 on 2 cores (pix2pix + dermgan at 64 px:
+    # about 0.12 + 0.19 s/step on one uncontended core).
+    base_filters: int = 16
     steps: int = 1500
-    batch_size: int = 8
+    batch_size: int = 8  # global batch (split over DDP ranks)
     lr: float = 2e-4
+    beta1: float = 0.5
+    decay_start: float = 0.5  # constant LR for this fraction of the steps, then linear to 0 (pix2pix)
     lambda_l1: float = 100.0
+    gan_loss: str = "vanilla"  # "vanilla" | "lsgan" | "hinge"
+    norm: str = "batch"  # "batch" | "instance" | "none"
+    dropout: float = 0.5  # in the first three decoder blocks
+    d_layers: int = 3  # PatchGAN stride-2 layers (3 = 70x70 receptive field)
+    # DermGAN switches (the "dermgan" variant; "pix2pix" uses transpose / 0 / 1 / 0 / colour)
+    upsample: str = "resize"  # "transpose" | "resize"
+    resize_padding: str = "zeros"  # padding of the resize convs: "zeros" | "reflect" (reflect avoids a frame)
     lambda_lesion: float = 100.0  # extra weight of the lesion-masked L1 (DermGAN); 0 = plain pix2pix
     n_scales: int = 2  # discriminator scales for DermGAN
     lambda_fm: float = 10.0  # feature matching weight (multi-scale D only)
+    encoding: str = "colour"  # semantic map: "colour" (paper) | "onehot"
+    ablation: bool = False  # train the one-switch-off variants too (4 more models)
+    # loop
+    ema_decay: float = 0.0  # EMA of G (0 = off, as pix2pix)
+    amp: str = "auto"  # bf16 autocast on CUDA, off on the CPU
+    compile: bool = False
+    num_workers: int = 0
     checkpoint_every: int = 500
     sample_every: int = 250
-    ablation: bool = True  # train the one-switch-off variants too
+    log_every: int = 25
+    n_eval: int = 0  # held-out test maps turned into samples.npz (0 = the whole test split)
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,9 @@ class ClassifierConfig:
     epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3
+    weight_decay: float = 1e-4
+    balance: str = "sampler"  # "sampler" (class-balanced batches), "loss" (weighted cross-entropy) or "none"
+    augment: bool = True  # random horizontal / vertical flips
 
 
 @dataclass(frozen=True)
@@ -56,9 +78,12 @@ class MetricsConfig:
     """dermgan.metrics: sample counts and intervals."""
 
     n_samples: int = 600  # generated (and real) images per model for set metrics
-    n_bootstrap: int = 200
+    n_bootstrap: int = 100  # bootstrap replicates per interval
     kid_subset_size: int = 100
     inception: bool = True  # the 299 px Inception network is slow on a CPU; smoke may switch it off
+    min_group: int = 10  # per-condition / per-tone breakdowns: smaller groups are reported as NaN with a note
+    ssim_pairs: int = 200  # same-condition image pairs for MS-SSIM diversity
+    batch_size: int = 32  # feature-extraction batch
 
 
 @dataclass(frozen=True)
@@ -100,19 +125,22 @@ PROFILES: dict[str, Profile] = {
         device_hint="cpu",
         data=DataConfig(image_size=32, n_images=400),
         dermgan=DermGANConfig(base_filters=8, steps=30, batch_size=8, checkpoint_every=15, sample_every=15,
-                              ablation=False),
+                              log_every=5, ablation=False),
         classifier=ClassifierConfig(width=8, epochs=2, batch_size=32),
-        metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False),
+        metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
+                              ssim_pairs=40),
     ),
-    "cpu": Profile(name="cpu", device_hint="cpu"),
+    "cpu": Profile(name="cpu", device_hint="cpu",
+                   classifier=ClassifierConfig(width=32, epochs=8, batch_size=64)),
     "paper": Profile(
         name="paper",
         device_hint="cuda",
         data=DataConfig(image_size=256, n_images=10000),
         dermgan=DermGANConfig(base_filters=64, steps=100_000, batch_size=16, checkpoint_every=5000,
-                              sample_every=2500),
+                              sample_every=2500, log_every=100, num_workers=4, ablation=True),
         classifier=ClassifierConfig(width=64, epochs=30, batch_size=64),
-        metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000),
+        metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000, min_group=50,
+                              ssim_pairs=1000, batch_size=128),
     ),
 }
 

@@ -1,0 +1,47 @@
+"""Renderer speed: images per second at 64, 128 and 256 px (measured side by side in one process, one worker),
+and the wall time to render the cpu-profile dataset with its default worker processes.
+
+    .venv/bin/python benchmarks/bench_render.py [--n 48] [--skip-dataset]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from dermgan.config import get_profile
+from dermgan.data.conditions import N_CONDITIONS
+from dermgan.data.dataset import make_synthetic
+from dermgan.data.synth import render_images
+
+
+def images_per_second(size: int, n: int) -> tuple[float, float]:
+    """(wall, CPU) images per second for n images of every condition at `size`, in this process."""
+    conditions = [i % N_CONDITIONS for i in range(n)]
+    render_images(range(2), conditions[:2], size, seed=99, workers=1)  # warm caches (spline matrices, tables)
+    wall, cpu = time.perf_counter(), time.process_time()
+    render_images(range(n), conditions, size, seed=0, workers=1)
+    return n / (time.perf_counter() - wall), n / (time.process_time() - cpu)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=48, help="images per size")
+    parser.add_argument("--skip-dataset", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"{'size':>6}{'img/s (wall)':>14}{'img/s (CPU)':>13}{'relative':>10}")
+    base = None
+    for size in (64, 128, 256):
+        wall, cpu = images_per_second(size, args.n)
+        base = base or wall
+        print(f"{size:>6}{wall:>14.1f}{cpu:>13.1f}{wall / base:>10.2f}")
+    if not args.skip_dataset:
+        cfg = get_profile("cpu").data
+        start = time.perf_counter()
+        make_synthetic(cfg.image_size, cfg.n_images, seed=0)
+        print(f"cpu-profile dataset ({cfg.n_images} images at {cfg.image_size} px, default workers): "
+              f"{time.perf_counter() - start:.1f} s wall")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Training and evaluation of the small skin-condition CNN (dermgan.models.classifier.SkinClassifier)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from dermgan.config import ClassifierConfig
+from dermgan.data.dataset import ClassifierDataset, SkinData
+from dermgan.imageops import to_model
+from dermgan.models.classifier import SkinClassifier
+
+
+class _Concat(torch.utils.data.ConcatDataset):
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.datasets:
+            part.set_epoch(epoch)
+
+
+def _class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse class frequency, normalised to mean 1 over the classes present."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    return weights * (counts > 0).sum() / weights.sum()
+
+
+def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfig, device="cpu",
+                     seed: int = 0, extra: SkinData | None = None, progress=None, log=None):
+    """Train a SkinClassifier from scratch; returns (model at its best validation epoch, history).
+
+    extra: more training images (e.g. GAN samples for augmentation) with labels in the same class list;
+    they are appended to `train`. cfg.balance: "sampler" (class-balanced sampling), "loss" (inverse-frequency
+    weighted cross-entropy) or "none". With `val`, the epoch with the best balanced accuracy is kept.
+    history: list of dicts per epoch (epoch, loss, train_accuracy, val_balanced_accuracy, val_macro_f1).
+    log: called with each epoch's history row as it is finished (e.g. print).
+    """
+    if cfg.balance not in ("sampler", "loss", "none"):
+        raise ValueError(f"ClassifierConfig.balance must be 'sampler', 'loss' or 'none', got {cfg.balance!r}")
+    device = torch.device(device)
+    n_classes = len(train.classes)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    parts = [ClassifierDataset(train, augment=cfg.augment, seed=seed)]
+    if extra is not None:
+        if tuple(extra.classes) != tuple(train.classes):
+            raise ValueError(f"extra training data has classes {extra.classes}, expected {train.classes}")
+        parts.append(ClassifierDataset(extra, augment=cfg.augment, seed=seed + 1))
+    dataset = _Concat(parts)
+    labels = np.concatenate([p.labels for p in parts])
+    weights = _class_weights(labels, n_classes)
+    if cfg.balance == "sampler":
+        sampler = WeightedRandomSampler(torch.as_tensor(weights[labels]), num_samples=len(labels),
+                                        replacement=True, generator=generator)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                            drop_last=len(labels) > cfg.batch_size)
+    else:
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                            drop_last=len(labels) > cfg.batch_size)
+    loss_weight = None
+    if cfg.balance == "loss":
+        loss_weight = torch.as_tensor(weights, dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=loss_weight)
+
+    model = SkinClassifier(n_classes, cfg.width).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(cfg.epochs * len(loader), 1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps)
+    history, best, best_score = [], None, -np.inf
+    epochs = range(cfg.epochs) if progress is None else progress(range(cfg.epochs))
+    for epoch in epochs:
+        dataset.set_epoch(epoch)
+        model.train()
+        total, correct, seen = 0.0, 0, 0
+        for images, targets in loader:
+            images, targets = images.to(device), targets.to(device)
+            logits = model(images)
+            loss = criterion(logits, targets)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item() * len(targets)
+            correct += int((logits.argmax(1) == targets).sum())
+            seen += len(targets)
+        row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+        if val is not None and len(val):
+            scores = evaluate(model, val, device)
+            row.update(val_balanced_accuracy=scores["balanced_accuracy"], val_macro_f1=scores["macro_f1"])
+            if scores["balanced_accuracy"] > best_score:
+                best_score, best = scores["balanced_accuracy"], copy.deepcopy(model.state_dict())
+        history.append(row)
+        if log is not None:
+            log(row)
+    if best is not None:
+        model.load_state_dict(best)
+    model.eval()
+    return model, history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: SkinData, device="cpu", batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N, n_classes) for every image of `data`."""
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        batch = to_model(np.array(data.images[start:start + batch_size])).to(device)
+        out.append(torch.softmax(model(batch), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(data.classes)))
+
+
+def evaluate(model: nn.Module, data: SkinData, device="cpu") -> dict:
+    """Balanced accuracy, accuracy, macro F1, per-class recall and the confusion matrix (rows = truth)."""
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                                 recall_score)
+
+    truth = data.table["label"].to_numpy(dtype=np.int64)
+    predicted = predict(model, data, device).argmax(axis=1)
+    classes = list(range(len(data.classes)))
+    recall = recall_score(truth, predicted, labels=classes, average=None, zero_division=0)
+    return {
+        "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, labels=classes, average="macro", zero_division=0)),
+        "per_class_recall": {name: float(r) for name, r in zip(data.classes, recall)},
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=classes).tolist(),
+        "classes": list(data.classes),
+    }
