@@ -136,7 +136,7 @@ def batch_mode() -> bool:
 
 def progress(iterable=None, **kwargs):
     """tqdm.auto progress bar when used interactively, silent in batch runs (nbval compares stderr)."""
-    disable = batch_mode() or kwargs.pop("disable", False)
+    disable = kwargs.pop("disable", False) or batch_mode()
     if disable:  # plain tqdm: tqdm.auto would warn on stderr about missing widgets even when disabled
         from tqdm import tqdm
     else:

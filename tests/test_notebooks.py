@@ -31,3 +31,11 @@ def test_notebook_declares_the_common_parameters(notebook):
 def test_every_executed_smoke_notebook_has_a_source():
     executed = {p.name for p in (ROOT / "papermill_runs" / "smoke").glob("*.ipynb")}
     assert executed <= {p.name for p in SOURCES}
+
+
+@pytest.mark.parametrize("notebook", SOURCES, ids=lambda p: p.stem)
+def test_papermill_reads_every_declared_parameter(notebook):
+    """papermill's own parser must see what we declare (a comment with '=' makes it drop a parameter)."""
+    import papermill
+
+    assert set(papermill.inspect_notebook(str(notebook))) == pipeline.declared_parameters(notebook)

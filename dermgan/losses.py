@@ -1,0 +1,117 @@
+"""GAN losses. Every function returns a scalar tensor (mean over its elements unless said otherwise).
+
+Discriminator outputs may be one logits tensor or a list of them (one per scale of a multi-scale D); lists are
+averaged over scales, so the loss scale does not grow with the number of scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+GAN_MODES = ("vanilla", "lsgan", "hinge")
+
+
+def _as_list(logits) -> list[torch.Tensor]:
+    return list(logits) if isinstance(logits, (list, tuple)) else [logits]
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in GAN_MODES:
+        raise ValueError(f"unknown GAN loss {mode!r}; use one of {GAN_MODES}")
+
+
+def _d_single(real: torch.Tensor, fake: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "vanilla":
+        loss_real = F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+        loss_fake = F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+    elif mode == "lsgan":
+        loss_real = ((real - 1) ** 2).mean()
+        loss_fake = (fake**2).mean()
+    else:  # hinge
+        loss_real = F.relu(1 - real).mean()
+        loss_fake = F.relu(1 + fake).mean()
+    # Halved as in pix2pix, which slows D relative to G.
+    return 0.5 * (loss_real + loss_fake)
+
+
+def _g_single(fake: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "vanilla":  # the non-saturating generator loss
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    if mode == "lsgan":
+        return ((fake - 1) ** 2).mean()
+    return -fake.mean()  # hinge
+
+
+def adversarial_d(real_logits, fake_logits, mode: str = "vanilla") -> torch.Tensor:
+    """Discriminator loss 0.5 * (loss on reals + loss on fakes), averaged over scales.
+
+    vanilla: BCE-with-logits (real -> 1, fake -> 0); lsgan: (D(real) - 1)^2 and D(fake)^2;
+    hinge: relu(1 - D(real)) and relu(1 + D(fake)).
+    """
+    _check_mode(mode)
+    reals, fakes = _as_list(real_logits), _as_list(fake_logits)
+    if len(reals) != len(fakes):
+        raise ValueError(f"{len(reals)} real but {len(fakes)} fake discriminator outputs")
+    return torch.stack([_d_single(r, f, mode) for r, f in zip(reals, fakes)]).mean()
+
+
+def adversarial_g(fake_logits, mode: str = "vanilla") -> torch.Tensor:
+    """Generator loss, averaged over scales.
+
+    vanilla: BCE(D(fake), 1) (non-saturating); lsgan: (D(fake) - 1)^2; hinge: -D(fake).
+    """
+    _check_mode(mode)
+    return torch.stack([_g_single(f, mode) for f in _as_list(fake_logits)]).mean()
+
+
+def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over all elements."""
+    return (prediction - target).abs().mean()
+
+
+def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the masked pixels only (all channels), e.g. the lesion.
+
+    prediction, target (N,C,H,W); mask (N,1,H,W) or (N,H,W) in [0, 1]. The mean is taken over the batch's
+    masked pixels together (a weighted mean), so small lesions weigh per pixel as much as large ones. With an
+    empty mask the loss is 0 (and still part of the graph, so backward works).
+    """
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    mask = mask.to(prediction.dtype)
+    weighted = ((prediction - target).abs() * mask).sum()
+    count = mask.sum() * prediction.shape[1]
+    return weighted / count.clamp(min=1.0)
+
+
+def feature_matching(real_features: Sequence, fake_features: Sequence) -> torch.Tensor:
+    """pix2pixHD feature matching: L1 between D's intermediate features on real and on fake inputs.
+
+    Arguments are per-scale lists of per-layer features (the last entry of each, the logits, is skipped), or
+    one scale's list. Real features are treated as constants. Result: mean over scales of the mean over
+    layers of the per-layer L1.
+    """
+    if real_features and isinstance(real_features[0], torch.Tensor):
+        real_features, fake_features = [real_features], [fake_features]
+    if len(real_features) != len(fake_features):
+        raise ValueError(f"{len(real_features)} real but {len(fake_features)} fake feature scales")
+    per_scale = []
+    for reals, fakes in zip(real_features, fake_features):
+        layers = [l1(f, r.detach()) for r, f in zip(reals[:-1], fakes[:-1])]
+        if not layers:
+            raise ValueError("feature matching needs at least one intermediate feature per scale")
+        per_scale.append(torch.stack(layers).mean())
+    return torch.stack(per_scale).mean()
+
+
+def cycle_loss(original: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:
+    """CycleGAN cycle consistency: L1(x, F(G(x)))."""
+    return l1(reconstructed, original)
+
+
+def identity_loss(original: torch.Tensor, mapped: torch.Tensor) -> torch.Tensor:
+    """CycleGAN identity: L1(y, G(y)) for y already in G's target domain."""
+    return l1(mapped, original)

@@ -1,0 +1,297 @@
+"""Pix2Pix and DermGAN as configurations of one recipe for `dermgan.train.train`.
+
+DermGAN's changes to Pix2Pix (papers.md sec. 1.3, partly unverified) are switches, so each can be ablated:
+
+    upsample       "transpose" (pix2pix) | "resize" (nearest-neighbour x2 + conv, DermGAN)
+    lambda_lesion  weight of the lesion-masked L1 on top of the whole-image L1 (0 = off)
+    n_scales       1 = one 70x70 PatchGAN (pix2pix); > 1 = multi-scale D (pix2pixHD style) ...
+    lambda_fm      ... with feature matching of this weight (0 = off)
+    encoding       "colour" (the paper's colour-coded map) | "onehot" (one channel per condition)
+
+Named variants: "pix2pix" (all switches at the Pix2Pix value, colour maps), "dermgan" (all DermGAN switches at
+the profile's values) and one ablation per switch, each reverting exactly one switch of "dermgan".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dermgan import losses
+from dermgan.config import DermGANConfig
+from dermgan.data.conditions import N_CONDITIONS
+from dermgan.data.semantic import n_channels, render_maps
+from dermgan.imageops import to_uint8
+from dermgan.models.pix2pix import MultiScaleDiscriminator, UNetGenerator, count_parameters
+from dermgan.train import TrainConfig, load_checkpoint
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    upsample: str = "transpose"
+    lambda_lesion: float = 0.0
+    n_scales: int = 1
+    lambda_fm: float = 0.0
+    encoding: str = "colour"
+
+
+PIX2PIX = Variant("pix2pix")
+
+
+def dermgan_variant(cfg: DermGANConfig) -> Variant:
+    return Variant(
+        "dermgan",
+        upsample=cfg.upsample,
+        lambda_lesion=cfg.lambda_lesion,
+        n_scales=cfg.n_scales,
+        lambda_fm=cfg.lambda_fm,
+        encoding=cfg.encoding,
+    )
+
+
+def variants(cfg: DermGANConfig, ablation: bool | None = None) -> dict[str, Variant]:
+    """The models to train: pix2pix, dermgan and (with `ablation`, default cfg.ablation) the one-switch-off
+    variants.
+
+    A DermGAN switch already at its Pix2Pix value (e.g. encoding "colour") is ablated by flipping it instead,
+    so every ablation differs from "dermgan" in exactly one switch.
+    """
+    full = dermgan_variant(cfg)
+    out = {"pix2pix": PIX2PIX, "dermgan": full}
+    if not (cfg.ablation if ablation is None else ablation):
+        return out
+    other_upsample = "transpose" if full.upsample == "resize" else "resize"
+    out[f"dermgan-{other_upsample}"] = dataclasses.replace(
+        full, name=f"dermgan-{other_upsample}", upsample=other_upsample
+    )
+    if full.lambda_lesion:
+        out["dermgan-no-lesion-l1"] = dataclasses.replace(
+            full, name="dermgan-no-lesion-l1", lambda_lesion=0.0
+        )
+    if full.n_scales > 1 or full.lambda_fm:
+        out["dermgan-single-d"] = dataclasses.replace(
+            full, name="dermgan-single-d", n_scales=1, lambda_fm=0.0
+        )
+    other_encoding = "onehot" if full.encoding == "colour" else "colour"
+    out[f"dermgan-{other_encoding}"] = dataclasses.replace(
+        full, name=f"dermgan-{other_encoding}", encoding=other_encoding
+    )
+    return out
+
+
+class Pix2PixRecipe:
+    """Batches are (map, image, lesion_mask, condition) from `dermgan.data.semantic.MapDataset`."""
+
+    def __init__(
+        self, variant: Variant, cfg: DermGANConfig, image_size: int, n_conditions: int = N_CONDITIONS
+    ):
+        self.variant, self.cfg, self.image_size, self.n_conditions = variant, cfg, image_size, n_conditions
+        map_channels = n_channels(variant.encoding, n_conditions)
+        self.generator = UNetGenerator(
+            map_channels,
+            3,
+            image_size,
+            cfg.base_filters,
+            norm=cfg.norm,
+            upsample=variant.upsample,
+            dropout=cfg.dropout,
+            resize_padding=cfg.resize_padding,
+        )
+        self.discriminator = MultiScaleDiscriminator(
+            map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.norm, variant.n_scales, image_size
+        )
+        if variant.lambda_fm and variant.n_scales < 1:
+            raise ValueError("feature matching needs a discriminator")
+
+    # -- what the training loop calls
+    def generate(self, G: nn.Module, batch):
+        return G(batch[0])
+
+    def d_loss(self, D, batch, fake):
+        semantic, real = batch[0], batch[1]
+        real_out = D(torch.cat([semantic, real], 1))
+        fake_out = D(torch.cat([semantic, fake], 1))
+        loss = losses.adversarial_d([f[-1] for f in real_out], [f[-1] for f in fake_out], self.cfg.gan_loss)
+        return loss, {"d_adv": loss}
+
+    def g_loss(self, D, batch, fake):
+        semantic, real, lesion = batch[0], batch[1], batch[2]
+        fake_out = D(torch.cat([semantic, fake], 1))
+        adv = losses.adversarial_g([f[-1] for f in fake_out], self.cfg.gan_loss)
+        l1 = losses.l1(fake, real)
+        logs = {"g_adv": adv, "g_l1": l1}
+        total = adv + self.cfg.lambda_l1 * l1
+        if self.variant.lambda_lesion:
+            lesion_l1 = losses.masked_l1(fake, real, lesion)
+            total = total + self.variant.lambda_lesion * lesion_l1
+            logs["g_lesion_l1"] = lesion_l1
+        if self.variant.lambda_fm:
+            with torch.no_grad():
+                real_out = D(torch.cat([semantic, real], 1))
+            fm = losses.feature_matching(real_out, fake_out)
+            total = total + self.variant.lambda_fm * fm
+            logs["g_fm"] = fm
+        return total, logs
+
+    def sample_rows(self, G: nn.Module, batch):
+        """map | generated | real."""
+        return [
+            render_maps(batch[0], self.variant.encoding, self.n_conditions),
+            to_uint8(G(batch[0])),
+            to_uint8(batch[1]),
+        ]
+
+    def metadata(self) -> dict:
+        return {
+            "variant": dataclasses.asdict(self.variant),
+            "dermgan_config": dataclasses.asdict(self.cfg),
+            "image_size": self.image_size,
+            "n_conditions": self.n_conditions,
+        }
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {
+            "generator": count_parameters(self.generator),
+            "discriminator": count_parameters(self.discriminator),
+        }
+
+
+def build(name: str, cfg: DermGANConfig, image_size: int, n_conditions: int = N_CONDITIONS) -> Pix2PixRecipe:
+    """The recipe of a named variant (see `variants`)."""
+    known = variants(cfg, ablation=True)
+    if name not in known:
+        raise ValueError(f"unknown model {name!r}; known for this config: {', '.join(known)}")
+    return Pix2PixRecipe(known[name], cfg, image_size, n_conditions)
+
+
+def train_config(cfg: DermGANConfig, seed: int = 0, device: str = "auto") -> TrainConfig:
+    """The loop settings of a DermGANConfig."""
+    return TrainConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr_g=cfg.lr,
+        lr_d=cfg.lr,
+        beta1=cfg.beta1,
+        decay_start=cfg.decay_start,
+        ema_decay=cfg.ema_decay,
+        amp=cfg.amp,
+        compile=cfg.compile,
+        checkpoint_every=cfg.checkpoint_every,
+        sample_every=cfg.sample_every,
+        log_every=cfg.log_every,
+        seed=seed,
+        num_workers=cfg.num_workers,
+        device=device,
+    )
+
+
+def train_variant(name: str, ctx, train_data, resume: bool = True):
+    """Train one named variant on a SkinData split with the run context's profile; returns (recipe, result).
+
+    Writes checkpoints/<name>/{last.pt, generator.pt, grids/step_*.png} and logs/<name>.csv in the run
+    directory.
+    """
+    from dermgan.data.semantic import MapDataset
+    from dermgan.train import train
+
+    cfg = ctx.profile.dermgan
+    recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
+    folder = ctx.run_dir / "checkpoints" / name
+    dataset = MapDataset(train_data, recipe.variant.encoding)
+    result = train(
+        recipe,
+        dataset,
+        train_config(cfg, ctx.seed, str(ctx.device)),
+        folder,
+        ctx.path("logs", f"{name}.csv"),
+        folder / "grids",
+        resume=resume,
+        desc=name,
+    )
+    return recipe, result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Using trained generators
+
+
+def load_generator(checkpoint_dir: str | Path, use_ema: bool = True, device="cpu") -> tuple[nn.Module, dict]:
+    """(generator in eval mode, recipe metadata) from `checkpoint_dir/generator.pt` written by the loop."""
+    path = Path(checkpoint_dir) / "generator.pt"
+    saved = load_checkpoint(path)
+    if not isinstance(saved, dict) or "generator" not in saved or "recipe" not in saved:
+        raise ValueError(f"{path} is not a generator file written by dermgan.train")
+    meta = saved["recipe"]
+    variant = Variant(**meta["variant"])
+    cfg = DermGANConfig(**meta["dermgan_config"])
+    recipe = Pix2PixRecipe(variant, cfg, meta["image_size"], meta["n_conditions"])
+    G = recipe.generator
+    G.load_state_dict(saved["ema"] if use_ema and saved.get("ema") is not None else saved["generator"])
+    return G.to(device).eval(), meta
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module | Pix2PixRecipe,
+    maps: torch.Tensor,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """Generated images uint8 (N,H,W,3) for maps (N,C,H,W); the generator runs in eval mode (batch-norm
+    running statistics, no dropout), so an image does not depend on the other maps of its batch."""
+    G = model.generator if isinstance(model, Pix2PixRecipe) else model
+    device = torch.device(device) if device is not None else next(G.parameters()).device
+    was_training = G.training
+    G.eval()
+    try:
+        out = [
+            to_uint8(G(maps[i : i + batch_size].to(device).float())) for i in range(0, len(maps), batch_size)
+        ]
+    finally:
+        G.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, *maps.shape[2:], 3), np.uint8)
+
+
+def write_samples(
+    run_dir: str | Path, model_name: str, images: np.ndarray, condition, fitzpatrick, source_index, meta: dict
+) -> Path:
+    """samples/<model>/samples.npz + meta.json (CONVENTIONS.md), written atomically; returns the npz path."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"samples must be uint8 (N,H,W,3), got {images.dtype} {images.shape}")
+    arrays = {
+        "images": images,
+        "condition": np.asarray(condition, np.int64),
+        "fitzpatrick": np.asarray(fitzpatrick, np.int64),
+        "source_index": np.asarray(source_index, np.int64),
+    }
+    for key, value in arrays.items():
+        if len(value) != len(images):
+            raise ValueError(f"samples: {key} has {len(value)} entries for {len(images)} images")
+    folder = Path(run_dir) / "samples" / model_name
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".samples.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(folder / "samples.npz")
+    (folder / "meta.json").write_text(json.dumps({"model": model_name, **meta}, indent=2, default=str) + "\n")
+    return folder / "samples.npz"
+
+
+def reconstruction_errors(
+    generated: np.ndarray, real: np.ndarray, lesion_masks: np.ndarray
+) -> dict[str, float]:
+    """Held-out reconstruction error in intensity units [0, 1]: mean |generated - real| over the whole image
+    and over lesion pixels only (pixel-weighted over the set; images without a lesion pixel add nothing)."""
+    diff = np.abs(generated.astype(np.float64) - real.astype(np.float64)).mean(axis=-1) / 255.0
+    lesion = lesion_masks.astype(bool)
+    return {
+        "l1": float(diff.mean()),
+        "l1_lesion": float(diff[lesion].mean()) if lesion.any() else float("nan"),
+    }

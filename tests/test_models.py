@@ -1,0 +1,266 @@
+"""Pix2Pix networks, DermGAN variants and the GAN losses."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dermgan import losses
+from dermgan.config import PROFILES, DermGANConfig
+from dermgan.models import dermgan as dg
+from dermgan.models.pix2pix import (
+    MultiScaleDiscriminator,
+    PatchDiscriminator,
+    UNetGenerator,
+    count_parameters,
+)
+
+torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention on shared machines
+
+
+# -- parameter counts against the reference implementation's published numbers ------------------------------
+
+
+def test_unet_256_has_54_41_million_parameters():
+    G = UNetGenerator(3, 3, image_size=256, base=64, upsample="transpose", norm="batch")
+    assert round(count_parameters(G) / 1e6, 2) == 54.41
+
+
+def test_basic_patchgan_has_2_77_million_parameters():
+    D = PatchDiscriminator(6, base=64, n_layers=3, norm="batch")
+    assert round(count_parameters(D) / 1e6, 2) == 2.77
+
+
+def test_patchgan_receptive_field_is_70_pixels():
+    # Receptive field of k4 convs with strides 2,2,2,1,1: r = 1 + sum_i (k-1) * prod(strides before i).
+    strides = [2, 2, 2, 1, 1]
+    field, jump = 1, 1
+    for s in strides:
+        field += 3 * jump
+        jump *= s
+    assert field == 70
+    D = PatchDiscriminator(6, base=4)
+    convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == strides and all(c.kernel_size == (4, 4) for c in convs)
+
+
+# -- shapes and ranges ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_generator_output_shape_and_range(size, upsample):
+    torch.manual_seed(0)
+    G = UNetGenerator(12, 3, image_size=size, base=4, upsample=upsample).eval()
+    x = torch.randn(2, 12, size, size) * 3
+    y = G(x)
+    assert y.shape == (2, 3, size, size)
+    assert y.min() >= -1 and y.max() <= 1
+    assert G.depth == int(math.log2(size))
+
+
+def test_generator_skip_connections_and_dropout_placement():
+    G = UNetGenerator(3, 3, image_size=64, base=4, n_dropout=3)
+    dropouts = [j for j, block in enumerate(G.up) if any(isinstance(m, torch.nn.Dropout) for m in block)]
+    assert dropouts == [0, 1, 2]
+    # A skip connection exists: changing only the input changes the output even with the bottleneck frozen
+    # at zero, because the outermost decoder block sees the first encoder block's features.
+    G.eval()
+    with torch.no_grad():
+        for p in G.down[-1].parameters():
+            p.zero_()
+        a, b = G(torch.zeros(1, 3, 64, 64)), G(torch.ones(1, 3, 64, 64))
+    assert not torch.allclose(a, b)
+
+
+def test_generator_rejects_sizes_it_cannot_halve():
+    with pytest.raises(ValueError, match="power of two"):
+        UNetGenerator(3, 3, image_size=48)
+    with pytest.raises(ValueError, match="upsample"):
+        UNetGenerator(3, 3, image_size=32, upsample="bilinear")
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_resize_generator_with_reflect_padding(size):
+    G = UNetGenerator(3, 3, image_size=size, base=4, upsample="resize", resize_padding="reflect").eval()
+    assert G(torch.randn(1, 3, size, size)).shape == (1, 3, size, size)
+    convs = [m for m in G.up.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.padding_mode == "reflect" for c in convs)
+    with pytest.raises(ValueError, match="resize_padding"):
+        UNetGenerator(3, 3, image_size=size, upsample="resize", resize_padding="circular")
+
+
+def test_resize_generator_has_no_transposed_convolutions():
+    G = UNetGenerator(3, 3, image_size=32, base=4, upsample="resize")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules())
+    assert any(isinstance(m, torch.nn.Upsample) and m.mode == "nearest" for m in G.modules())
+
+
+def test_initialisation_follows_pix2pix():
+    torch.manual_seed(0)
+    G = UNetGenerator(3, 3, image_size=256, base=64)
+    conv = torch.cat([m.weight.flatten() for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
+    bn = torch.cat([m.weight.flatten() for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(conv.mean()) < 1e-3 and abs(conv.std() - 0.02) < 1e-3
+    assert abs(bn.mean() - 1) < 5e-3 and abs(bn.std() - 0.02) < 5e-3
+
+
+def test_multiscale_discriminator_returns_features_per_scale():
+    D = MultiScaleDiscriminator(6, base=4, n_layers=3, n_scales=3, image_size=64)
+    out = D(torch.randn(2, 6, 64, 64))
+    assert len(out) == 3
+    assert [o[-1].shape[1] for o in out] == [1, 1, 1]
+    assert out[0][0].shape[-1] == 32 and out[1][0].shape[-1] == 16  # scale 1 sees a half-size input
+    assert out[0][-1].shape[-1] > out[1][-1].shape[-1]
+
+
+def test_multiscale_discriminator_shrinks_layers_for_small_inputs_and_refuses_too_small():
+    D = MultiScaleDiscriminator(6, base=4, n_scales=2, image_size=32)
+    assert [d.n_layers for d in D.scales] == [3, 2]
+    with pytest.raises(ValueError, match="too small"):
+        MultiScaleDiscriminator(6, base=4, n_scales=4, image_size=32)
+
+
+# -- variants -----------------------------------------------------------------------------------------------
+
+
+def test_variants_differ_from_dermgan_in_exactly_one_switch():
+    cfg = DermGANConfig()
+    found = dg.variants(cfg, ablation=True)
+    assert {"pix2pix", "dermgan"} <= set(found)
+    full = dataclasses.asdict(found["dermgan"])
+    switches = ("upsample", "lambda_lesion", "n_scales", "encoding")
+    for name, variant in found.items():
+        if name in ("pix2pix", "dermgan"):
+            continue
+        changed = [k for k in switches if dataclasses.asdict(variant)[k] != full[k]]
+        assert len(changed) == 1, (name, changed)
+    assert found["pix2pix"] == dg.Variant("pix2pix", "transpose", 0.0, 1, 0.0, "colour")
+    assert set(dg.variants(dataclasses.replace(cfg, ablation=False))) == {"pix2pix", "dermgan"}
+
+
+@pytest.mark.parametrize("name", ["pix2pix", "dermgan", "dermgan-onehot"])
+def test_recipe_losses_are_finite_and_backpropagate(name):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(PROFILES["smoke"].dermgan, base_filters=4)
+    recipe = dg.build(name, cfg, image_size=32)
+    channels = 3 if recipe.variant.encoding == "colour" else 12
+    batch = (
+        torch.rand(2, channels, 32, 32) * 2 - 1,
+        torch.rand(2, 3, 32, 32) * 2 - 1,
+        (torch.rand(2, 1, 32, 32) > 0.7).float(),
+        torch.tensor([0, 3]),
+    )
+    fake = recipe.generate(recipe.generator, batch)
+    loss_d, logs_d = recipe.d_loss(recipe.discriminator, batch, fake.detach())
+    loss_g, logs_g = recipe.g_loss(recipe.discriminator, batch, fake)
+    assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
+    loss_g.backward()
+    assert all(p.grad is not None for p in recipe.generator.parameters())
+    assert ("g_lesion_l1" in logs_g) == bool(recipe.variant.lambda_lesion)
+    assert ("g_fm" in logs_g) == bool(recipe.variant.lambda_fm)
+    rows = recipe.sample_rows(recipe.generator.eval(), batch)
+    assert [r.shape for r in rows] == [(2, 32, 32, 3)] * 3 and all(r.dtype == np.uint8 for r in rows)
+
+
+def test_generate_returns_uint8_and_is_batch_independent():
+    torch.manual_seed(0)
+    G = UNetGenerator(3, 3, image_size=32, base=4)
+    maps = torch.rand(5, 3, 32, 32) * 2 - 1
+    together = dg.generate(G, maps, batch_size=5)
+    apart = dg.generate(G, maps, batch_size=2)
+    assert together.dtype == np.uint8 and together.shape == (5, 32, 32, 3)
+    assert np.array_equal(together, apart)
+    assert G.training  # restored
+
+
+def test_write_samples_follows_the_conventions(tmp_path):
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    path = dg.write_samples(tmp_path, "pix2pix", images, [0, 1, 2], [1, 2, 3], [5, 6, 7], {"steps": 3})
+    with np.load(path) as saved:
+        assert set(saved.files) == {"images", "condition", "fitzpatrick", "source_index"}
+        assert saved["images"].dtype == np.uint8 and saved["source_index"].tolist() == [5, 6, 7]
+    assert (tmp_path / "samples" / "pix2pix" / "meta.json").is_file()
+    with pytest.raises(ValueError, match="condition"):
+        dg.write_samples(tmp_path, "x", images, [0], [1, 2, 3], [5, 6, 7], {})
+
+
+def test_reconstruction_errors_by_hand():
+    real = np.zeros((1, 2, 2, 3), np.uint8)
+    generated = real.copy()
+    generated[0, 0, 0] = 255  # one pixel fully wrong, inside the lesion
+    lesion = np.array([[[1, 1], [0, 0]]])
+    errors = dg.reconstruction_errors(generated, real, lesion)
+    assert errors["l1"] == pytest.approx(0.25) and errors["l1_lesion"] == pytest.approx(0.5)
+
+
+# -- losses against hand-worked numbers ---------------------------------------------------------------------
+
+
+def test_vanilla_losses():
+    real, fake = torch.tensor([2.0]), torch.tensor([-1.0])
+    # BCE(2, 1) = ln(1 + e^-2); BCE(-1, 0) = ln(1 + e^-1); D loss halves their sum.
+    expected_d = 0.5 * (math.log1p(math.exp(-2)) + math.log1p(math.exp(-1)))
+    assert losses.adversarial_d(real, fake, "vanilla").item() == pytest.approx(expected_d, rel=1e-6)
+    assert losses.adversarial_g(fake, "vanilla").item() == pytest.approx(math.log1p(math.exp(1)), rel=1e-6)
+    assert losses.adversarial_d(torch.zeros(3), torch.zeros(3)).item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_lsgan_and_hinge_losses():
+    real, fake = torch.tensor([0.5, 1.5]), torch.tensor([0.5, -0.5])
+    # lsgan: mean((r-1)^2) = 0.25, mean(f^2) = 0.25 -> 0.5 * 0.5; G: mean((f-1)^2) = (0.25 + 2.25) / 2
+    assert losses.adversarial_d(real, fake, "lsgan").item() == pytest.approx(0.25)
+    assert losses.adversarial_g(fake, "lsgan").item() == pytest.approx(1.25)
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-2.0, 0.5])
+    # hinge: mean(relu(1-r)) = 0.25, mean(relu(1+f)) = 0.75 -> 0.5; G: -mean(f) = 0.75
+    assert losses.adversarial_d(real, fake, "hinge").item() == pytest.approx(0.5)
+    assert losses.adversarial_g(fake, "hinge").item() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="wgan"):
+        losses.adversarial_g(fake, "wgan")
+
+
+def test_multiscale_adversarial_loss_is_the_mean_over_scales():
+    a, b = torch.tensor([0.5]), torch.tensor([1.5, 3.5])
+    assert losses.adversarial_g([a, b], "hinge").item() == pytest.approx((-0.5 - 2.5) / 2)
+
+
+def test_l1_and_masked_l1():
+    prediction = torch.zeros(1, 3, 2, 2)
+    target = torch.zeros(1, 3, 2, 2)
+    target[0, :, 0, 0] = 0.5  # lesion pixel, error 0.5 in each channel
+    target[0, :, 1, 1] = 1.0  # healthy pixel, error 1
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    assert losses.l1(prediction, target).item() == pytest.approx((0.5 + 1.0) / 4)
+    assert losses.masked_l1(prediction, target, mask).item() == pytest.approx(0.5)
+    assert losses.masked_l1(prediction, target, mask[:, 0]).item() == pytest.approx(0.5)
+
+
+def test_masked_l1_is_zero_and_differentiable_for_an_empty_mask():
+    prediction = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = losses.masked_l1(prediction, torch.zeros(2, 3, 4, 4), torch.zeros(2, 1, 4, 4))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(prediction.grad, torch.zeros_like(prediction))
+
+
+def test_feature_matching_by_hand():
+    # scale 0: one intermediate layer with L1 1.0; scale 1: two layers with L1 2.0 and 0.0. Logits ignored.
+    real = [[torch.zeros(2), torch.zeros(1)], [torch.zeros(3), torch.ones(2), torch.zeros(1)]]
+    fake = [
+        [torch.ones(2), torch.full((1,), 9.0)],
+        [torch.full((3,), 2.0), torch.ones(2), torch.full((1,), 9.0)],
+    ]
+    assert losses.feature_matching(real, fake).item() == pytest.approx((1.0 + (2.0 + 0.0) / 2) / 2)
+    # real features are constants
+    f = torch.ones(2, requires_grad=True)
+    r = torch.zeros(2, requires_grad=True)
+    losses.feature_matching([r, torch.zeros(1)], [f, torch.zeros(1)]).backward()
+    assert r.grad is None and f.grad is not None
+
+
+def test_cycle_and_identity_are_l1():
+    x, y = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.25)
+    assert losses.cycle_loss(x, y).item() == pytest.approx(0.25)
+    assert losses.identity_loss(x, y).item() == pytest.approx(0.25)
