@@ -352,39 +352,15 @@ def train(
     """
     world, rank, local_rank, owns_group = _dist_setup()
     try:
-        return _train(
-            recipe,
-            dataset,
-            config,
-            Path(checkpoint_dir),
-            log_path,
-            sample_dir,
-            resume,
-            on_step,
-            desc,
-            world,
-            rank,
-            local_rank,
-        )
+        return _train(recipe, dataset, config, Path(checkpoint_dir), log_path, sample_dir, resume, on_step, desc,
+                      world, rank, local_rank)
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
-def _train(
-    recipe,
-    dataset,
-    cfg: TrainConfig,
-    checkpoint_dir: Path,
-    log_path,
-    sample_dir,
-    resume,
-    on_step,
-    desc,
-    world,
-    rank,
-    local_rank,
-) -> TrainResult:
+def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sample_dir, resume, on_step, desc,
+           world: int, rank: int, local_rank: int) -> TrainResult:
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)

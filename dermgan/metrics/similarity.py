@@ -41,28 +41,22 @@ def _float(images: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _pairwise(measure, a: np.ndarray, b: np.ndarray, batch: int, **options) -> np.ndarray:
+    """`measure` (a torchmetrics functional) of image pairs (a[i], b[i]), in batches: float (N,)."""
+    if a.shape != b.shape:
+        raise ValueError(f"image pairs need equal shapes, got {a.shape} and {b.shape}")
+    values = [measure(_float(a[start:start + batch]), _float(b[start:start + batch]), data_range=255.0,
+                      reduction="none", **options)
+              for start in range(0, len(a), batch)]
+    return torch.cat(values).double().numpy()
+
+
 def pairwise_msssim(a: np.ndarray, b: np.ndarray, batch: int = 256) -> np.ndarray:
     """MS-SSIM of image pairs (a[i], b[i]) for uint8 (N, H, W, 3) arrays of equal shape: float (N,)."""
-    if a.shape != b.shape:
-        raise ValueError(f"MS-SSIM pairs need equal shapes, got {a.shape} and {b.shape}")
-    config = msssim_config(min(a.shape[1:3]))
-    values = []
-    for start in range(0, len(a), batch):
-        values.append(multiscale_structural_similarity_index_measure(
-            _float(a[start:start + batch]), _float(b[start:start + batch]), data_range=255.0,
-            reduction="none", normalize="relu", **config))
-    return torch.cat(values).double().numpy()
+    return _pairwise(multiscale_structural_similarity_index_measure, a, b, batch, normalize="relu",
+                     **msssim_config(min(a.shape[1:3])))
 
 
-@torch.no_grad()
 def pairwise_ssim(a: np.ndarray, b: np.ndarray, batch: int = 256) -> np.ndarray:
     """SSIM of image pairs (a[i], b[i]): float (N,)."""
-    if a.shape != b.shape:
-        raise ValueError(f"SSIM pairs need equal shapes, got {a.shape} and {b.shape}")
-    config = ssim_config(min(a.shape[1:3]))
-    values = []
-    for start in range(0, len(a), batch):
-        values.append(structural_similarity_index_measure(
-            _float(a[start:start + batch]), _float(b[start:start + batch]), data_range=255.0,
-            reduction="none", **config))
-    return torch.cat(values).double().numpy()
+    return _pairwise(structural_similarity_index_measure, a, b, batch, **ssim_config(min(a.shape[1:3])))
