@@ -244,7 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--notebooks-dir", default=str(root / "notebooks"))
     run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: this interpreter's)")
     commands.add_parser("list", help="list the notebooks and their parameters")
+    train = commands.add_parser("train", help="train one DermGAN variant without a notebook (works under torchrun)")
+    train.add_argument("--profile", default="cpu")
+    train.add_argument("--model", default="dermgan", help="pix2pix, dermgan or an ablation variant")
+    train.add_argument("--steps", type=int, default=None, help="default: the profile's")
+    train.add_argument("--batch-size", type=int, default=None, help="global batch; default: the profile's")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto")
+    train.add_argument("--dataset", default="synthetic")
+    train.add_argument("--data-root", default=None)
+    train.add_argument("--run-dir", default=None, help="default runs/<profile>")
+    train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     return parser
+
+
+def train_command(args) -> int:
+    """Train like notebook 02 does; under `torchrun --nproc_per_node N` every rank runs this, DDP does the rest."""
+    from dermgan.data import load_for_run
+    from dermgan.models.dermgan import train_variant
+    from dermgan.runtime import start
+
+    ctx = start(args.profile, args.run_dir, args.seed, args.device, args.dataset, args.data_root,
+                dermgan={"steps": args.steps, "batch_size": args.batch_size})
+    train_data = load_for_run(ctx).split("train")
+    _, result = train_variant(args.model, ctx, train_data, resume=not args.fresh)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{args.model}: step {result.step} ({result.steps_this_run} this run, "
+              f"{result.seconds_per_step:.3f} s/step) -> {result.checkpoint}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             for nb in list_notebooks(root / "notebooks"):
                 print(f"{nb.stem:32s} {', '.join(sorted(declared_parameters(nb)))}")
             return 0
+        if args.command == "train":
+            return train_command(args)
         overrides = dict(parse_override(p) for p in args.parameter)
         clash = [k for k in overrides if k in COMMON_PARAMETERS]
         if clash:

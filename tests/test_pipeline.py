@@ -127,3 +127,15 @@ def test_clean_source_check_flags_outputs_and_execution_counts(tmp_path):
     nb.cells[3].execution_count = 4
     nbformat.write(nb, path)
     assert pipeline.cells_with_outputs(path) == [2, 3]
+
+
+def test_train_command_trains_then_resumes_instead_of_repeating(tmp_path):
+    args = ("train", "--profile", "smoke", "--model", "pix2pix", "--steps", "3", "--device", "cpu",
+            "--run-dir", str(tmp_path / "run"))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "pix2pix: step 3 (3 this run" in first.stdout
+    assert (tmp_path / "run" / "checkpoints" / "pix2pix" / "last.pt").is_file()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "pix2pix: step 3 (0 this run" in again.stdout
