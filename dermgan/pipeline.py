@@ -38,7 +38,7 @@ class NotebookFailure(PipelineError):
     error: str
 
     def __str__(self) -> str:
-        where = f"cell {self.cell}" if self.cell is not None else "an unknown cell"
+        where = f"cell {self.cell} (counting from 0)" if self.cell is not None else "an unknown cell"
         return f"notebook {self.notebook} failed in {where}: {self.error}"
 
 
@@ -130,11 +130,17 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cwd: Pa
 
 
 def failed_cell_index(executed: Path) -> int | None:
-    """Index (among all cells) of the first cell whose outputs hold an error, in an executed notebook."""
+    """Index, in the SOURCE notebook, of the first cell whose outputs hold an error in the executed copy.
+
+    Cells papermill added (injected parameters, error banners) are not counted, so the number is the one a
+    reader sees when opening notebooks/<name>.ipynb.
+    """
     if not executed.exists():
         return None
     nb = nbformat.read(executed, as_version=4)
-    for i, cell in enumerate(nb.cells):
+    added = {INJECTED_TAG, "papermill-error-cell-tag"}
+    source_cells = [c for c in nb.cells if not added & set(c.metadata.get("tags", []))]
+    for i, cell in enumerate(source_cells):
         if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
             return i
     return None
@@ -153,6 +159,7 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
     output_dir.mkdir(parents=True, exist_ok=True)
     os.environ["DERMGAN_BATCH"] = "1"  # inherited by the kernels: no progress bars in executed notebooks
 
+    earlier = earlier_entries(output_dir / "manifest.json", profile)
     manifest = new_manifest(profile, common, overrides or {}, device, output_dir, notebooks_dir)
     try:
         for position, notebook in enumerate(notebooks, 1):
@@ -173,8 +180,25 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
     finally:
         manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest["total_wall_s"] = round(sum(e.get("wall_s", 0) for e in manifest["notebooks"]), 1)
+        ran = {e["notebook"] for e in manifest["notebooks"]}
+        # A partial run (--only / --from) keeps the record of the executed notebooks it did not replace.
+        manifest["earlier_runs"] = [e for e in earlier if e["notebook"] not in ran
+                                    and (output_dir / e["notebook"]).exists()]
         (output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def earlier_entries(path: Path, profile: str) -> list[dict]:
+    """Notebook entries of an existing manifest of the same profile, each with its run's commit and start."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if previous.get("profile") != profile:
+        return []
+    current = [{**e, "git_commit": previous.get("git_commit"), "started": previous.get("started")}
+               for e in previous.get("notebooks", [])]
+    return current + previous.get("earlier_runs", [])
 
 
 def new_manifest(profile, common, overrides, device, output_dir, notebooks_dir) -> dict:

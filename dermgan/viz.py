@@ -46,12 +46,22 @@ def image_grid(rows: list[np.ndarray] | np.ndarray, row_labels=None, col_labels=
     return fig
 
 
-def save_figure(fig, directory: str | Path, name: str, provenance: dict | None = None) -> Path:
-    """Write `name`.pdf and `name`.png, and `name`.json with what produced the figure; return the PNG path."""
+def data_note(dataset: str) -> str:
+    """What a figure's images are: the synthetic renderer, or a named real dataset."""
+    return SYNTHETIC_NOTE if dataset == "synthetic" else f"real dataset: {dataset}"
+
+
+def save_figure(fig, directory: str | Path, name: str, provenance: dict) -> Path:
+    """Write `name`.pdf and `name`.png, and `name`.json with what produced the figure; return the PNG path.
+
+    `provenance` must name the `dataset` the figure shows, so that every saved figure says whether it is synthetic.
+    """
+    if "dataset" not in provenance:
+        raise ValueError(f"save_figure({name!r}): provenance must name the 'dataset' the figure shows")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     fig.savefig(directory / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     fig.savefig(directory / f"{name}.png", bbox_inches="tight")
-    record = {"figure": name, "data": SYNTHETIC_NOTE, **(provenance or {})}
+    record = {"figure": name, "data": data_note(provenance["dataset"]), **provenance}
     (directory / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     return directory / f"{name}.png"

@@ -50,8 +50,10 @@ def test_failing_cell_stops_the_run_and_is_named(series, tmp_path):
     statuses = [(e["notebook"], e["status"]) for e in manifest["notebooks"]]
     assert statuses == [("00_first.ipynb", "ok"), ("01_broken.ipynb", "failed")]
     failed = manifest["notebooks"][1]
-    nb = nbformat.read(out / "01_broken.ipynb", as_version=4)
-    assert "deliberate failure" in json.dumps(nb.cells[failed["cell"]].outputs)
+    assert failed["cell"] == 3  # markdown, parameters, "x = 1", then the raising cell, as in the source
+    assert f"failed in cell {failed['cell']}" in result.stderr
+    source = nbformat.read(series / "01_broken.ipynb", as_version=4)
+    assert "deliberate failure" in source.cells[failed["cell"]].source
     assert not (out / "02_never.ipynb").exists()
 
 
@@ -139,3 +141,13 @@ def test_train_command_trains_then_resumes_instead_of_repeating(tmp_path):
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert "pix2pix: step 3 (0 this run" in again.stdout
+
+
+def test_partial_run_keeps_the_record_of_notebooks_it_did_not_replace(series, tmp_path):
+    out, quiet = tmp_path / "out", (lambda *a, **k: None)
+    (series / "01_broken.ipynb").unlink()
+    pipeline.run_series("smoke", series, out, run_dir=str(tmp_path / "run"), log=quiet)
+    again = pipeline.run_series("smoke", series, out, run_dir=str(tmp_path / "run"), only="02", log=quiet)
+    assert [e["notebook"] for e in again["notebooks"]] == ["02_never.ipynb"]
+    assert [e["notebook"] for e in again["earlier_runs"]] == ["00_first.ipynb"]
+    assert again["earlier_runs"][0]["status"] == "ok" and "started" in again["earlier_runs"][0]
