@@ -33,7 +33,7 @@ nbval: setup
 	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q $(NBVAL) papermill_runs/smoke
 
 benchmarks: setup
-	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run_all.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

@@ -1,0 +1,63 @@
+"""What every benchmark shares: the machine it ran on, and writing its result as JSON + a Markdown table.
+
+Results go to benchmarks/results/<name>.json and <name>.md (written atomically); `run_all.py` collects the
+Markdown tables into benchmarks/README.md. Numbers compare only within one run on one machine: every speed
+target is a ratio of two things measured side by side in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:  # the model name is more telling than the architecture
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write(name: str, title: str, rows: list[dict], columns: list[str], notes: str = "", extra: dict | None = None
+          ) -> str:
+    """Write results/<name>.json and results/<name>.md; return the Markdown (title, table, notes)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"name": name, "title": title, "machine": machine(), "rows": rows, "notes": notes, **(extra or {})}
+    text = f"### {title}\n\n{markdown_table(rows, columns)}\n" + (f"\n{notes}\n" if notes else "")
+    for suffix, content in ((".json", json.dumps(record, indent=2, default=str) + "\n"), (".md", text)):
+        target = RESULTS / f"{name}{suffix}"
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.write_text(content)
+        os.replace(tmp, target)
+    print(text)
+    return text
