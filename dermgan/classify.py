@@ -29,7 +29,8 @@ def _class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfig, device="cpu",
-                     seed: int = 0, extra: SkinData | None = None, progress=None, log=None):
+                     seed: int = 0, extra: SkinData | None = None, progress=None, log=None,
+                     model: nn.Module | None = None, transform=None):
     """Train a SkinClassifier from scratch; returns (model at its best validation epoch, history).
 
     extra: more training images (e.g. GAN samples for augmentation) with labels in the same class list;
@@ -37,6 +38,8 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
     weighted cross-entropy) or "none". With `val`, the epoch with the best balanced accuracy is kept.
     history: list of dicts per epoch (epoch, loss, train_accuracy, val_balanced_accuracy, val_macro_f1).
     log: called with each epoch's history row as it is finished (e.g. print).
+    model: the network to train (default: a SkinClassifier of cfg.width); its weights are used as given.
+    transform: extra training-time augmentation `(image, numpy Generator) -> image` after the flips.
     """
     if cfg.balance not in ("sampler", "loss", "none"):
         raise ValueError(f"ClassifierConfig.balance must be 'sampler', 'loss' or 'none', got {cfg.balance!r}")
@@ -44,11 +47,11 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
     n_classes = len(train.classes)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    parts = [ClassifierDataset(train, augment=cfg.augment, seed=seed)]
+    parts = [ClassifierDataset(train, augment=cfg.augment, seed=seed, transform=transform)]
     if extra is not None:
         if tuple(extra.classes) != tuple(train.classes):
             raise ValueError(f"extra training data has classes {extra.classes}, expected {train.classes}")
-        parts.append(ClassifierDataset(extra, augment=cfg.augment, seed=seed + 1))
+        parts.append(ClassifierDataset(extra, augment=cfg.augment, seed=seed + 1, transform=transform))
     dataset = _Concat(parts)
     labels = np.concatenate([p.labels for p in parts])
     weights = _class_weights(labels, n_classes)
@@ -65,7 +68,7 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
         loss_weight = torch.as_tensor(weights, dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=loss_weight)
 
-    model = SkinClassifier(n_classes, cfg.width).to(device)
+    model = (SkinClassifier(n_classes, cfg.width) if model is None else model).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(cfg.epochs * len(loader), 1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps)

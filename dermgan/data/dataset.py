@@ -237,10 +237,11 @@ class ClassifierDataset:
     depend on the data loader's workers; call `set_epoch` to change them between epochs.
     """
 
-    def __init__(self, data: SkinData, augment: bool = False, seed: int = 0):
+    def __init__(self, data: SkinData, augment: bool = False, seed: int = 0, transform=None):
         self.images = data.images
         self.labels = data.table["label"].to_numpy(dtype=np.int64)
         self.augment, self.seed, self.epoch = augment, seed, 0
+        self.transform = transform  # (image, numpy Generator) -> image, after the flips
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -259,4 +260,6 @@ class ClassifierDataset:
             dims = [d for d, flip in zip((2, 1), flips) if flip]  # horizontal (W), vertical (H)
             if dims:
                 image = torch.flip(image, dims)
+        if self.transform is not None:
+            image = self.transform(image, np.random.default_rng([self.seed, self.epoch, int(index), 1]))
         return image, int(self.labels[index])
