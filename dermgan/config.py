@@ -74,6 +74,20 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class AugmentationConfig:
+    """Notebook 07 (dermgan.augmentation_experiment): does synthetic data help rare malignant classes?"""
+
+    seeds: int = 3  # classifier seeds per arm (paired across arms)
+    architecture: str = "small"  # "small" (SkinClassifier) | "resnet18" (torchvision, from scratch)
+    weights: str | None = None  # a ResNet-18 state-dict file to start from (nothing is downloaded)
+    width: int = 16  # SkinClassifier width
+    epochs: int = 6
+    max_ratio: float = 2.0  # synthetic images per real image of a rare class, at most
+    melanoma_keep: float = 0.25  # MelanoGAN protocol: share of the training melanomas kept
+    n_bootstrap: int = 1000  # test-set bootstrap replicates
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """dermgan.metrics: sample counts and intervals."""
 
@@ -94,6 +108,7 @@ class Profile:
     dermgan: DermGANConfig = field(default_factory=DermGANConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
     def replace(self, **sections) -> "Profile":
         """A copy with single fields overridden: `profile.replace(data={"image_size": 32})`.
@@ -129,6 +144,7 @@ PROFILES: dict[str, Profile] = {
         classifier=ClassifierConfig(width=8, epochs=2, batch_size=32),
         metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
                               ssim_pairs=40),
+        augmentation=AugmentationConfig(seeds=2, width=8, epochs=1, n_bootstrap=50),
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
                    classifier=ClassifierConfig(width=32, epochs=8, batch_size=64)),
@@ -141,6 +157,7 @@ PROFILES: dict[str, Profile] = {
         classifier=ClassifierConfig(width=64, epochs=30, batch_size=64),
         metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000, min_group=50,
                               ssim_pairs=1000, batch_size=128),
+        augmentation=AugmentationConfig(seeds=5, architecture="resnet18", epochs=30, n_bootstrap=2000),
     ),
 }
 
