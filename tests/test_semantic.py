@@ -231,3 +231,80 @@ def test_otsu_threshold_splits_two_modes():
 
     values = np.concatenate([np.full(100, 10.0), np.full(50, 50.0)])
     assert 10 <= otsu_threshold(values) < 50
+
+
+# -- real data: any number of classes, real class lists, condition types, skin-colour fallbacks ------------
+
+HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def test_palette_for_any_number_of_classes_keeps_the_catalogue_and_stays_decodable():
+    palette = semantic.class_palette(114)  # Fitzpatrick17k's label count
+    assert palette.shape == (114, 3)
+    assert np.array_equal(palette[:N_CONDITIONS], [c.map_colour for c in CONDITIONS])
+    distances = np.abs(palette[:, None] - palette[None]).max(axis=2) + np.eye(114) * 999
+    assert distances.min() >= 2  # decode_maps matches colours within 1 unit
+    assert (palette.max(axis=1) - palette.min(axis=1) >= 128).all()  # saturated: far from any skin
+    assert np.array_equal(semantic.class_palette(20), palette[:20])  # a class keeps its colour
+
+
+@pytest.mark.parametrize("encoding", ["colour", "onehot"])
+def test_twelve_classes_encode_and_decode(encoding):
+    labels = np.zeros((1, 16, 16), np.int16)
+    labels[0, :, :2] = -1
+    for c in range(12):
+        labels[0, c + 2, 3:6] = c + 1
+    maps = semantic.encode_labels(labels, SKIN[None], encoding, n_conditions=12)
+    assert maps.shape[1] == semantic.n_channels(encoding, 12)
+    decoded, colours = semantic.decode_maps(maps, encoding, n_conditions=12)
+    assert np.array_equal(decoded, labels) and np.allclose(colours[0], SKIN, atol=1e-3)
+
+
+def test_conditions_accept_numpy_integers_and_refuse_bools():
+    blank = SemanticMap.blank(32, skin=3)
+    assert blank.add_lesion(np.int64(3), 0.05, seed=1).lesion_mask(3).any()
+    with pytest.raises(ValueError, match="not the bool True"):
+        blank.add_lesion(True, 0.05)
+    with pytest.raises(ValueError, match="not the bool"):
+        blank.lesion_mask(np.bool_(False))
+    with pytest.raises(ValueError, match="out of range 0..7"):
+        blank.add_lesion(8, 0.05)
+
+
+def test_map_on_a_real_class_list():
+    m = SemanticMap.blank(32, skin=(200, 150, 160), classes=HAM_CLASSES).add_lesion("mel", 0.08, 0.5, 0.5)
+    assert set(np.unique(m.labels)) == {0, 5}  # mel is class 4 of HAM10000
+    assert m.encode("onehot").shape == (3 + 7 + 1, 32, 32)
+    assert np.array_equal(m.render()[16, 16], CONDITIONS[4].map_colour)  # colours follow the class index
+    assert m.with_skin(2).classes == HAM_CLASSES and m.without_lesions().classes == HAM_CLASSES
+    with pytest.raises(ValueError, match="unknown condition 'melanoma'; use an index 0..6 or one of: akiec"):
+        m.add_lesion("melanoma", 0.05)
+    with pytest.raises(ValueError, match="different class lists"):
+        semantic.encode_maps([m, SemanticMap.blank(32)])
+
+
+def test_skin_colour_fallback_chain_on_a_split_without_table_colours():
+    data = _skin_data(n=4, with_table_colour=False)
+    data.skin_masks = None
+    data.images[1] = 120  # image 1: its lesion covers everything; its border ring is plain skin
+    data.images[1, 6:10, 6:10] = (40, 20, 10)
+    data.lesion_masks[1] = 1
+    data.images[2] = 0  # image 2: black, no usable skin anywhere
+    data.lesion_masks[2] = 1
+    colours, sources = semantic.skin_colours_and_sources(data)
+    assert list(sources) == ["healthy pixels", "border ring", "dataset median", "healthy pixels"]
+    healthy = (data.lesion_masks[0] == 0) & (data.images[0].max(axis=2) >= semantic.DARK_LEVEL)
+    assert np.allclose(colours[0], data.images[0][healthy].mean(0), atol=1e-3)
+    assert np.allclose(colours[1], 120)
+    assert np.allclose(colours[2], np.median(colours[[0, 1, 3]], axis=0))
+    ds = semantic.MapDataset(data)  # used to stop with "no healthy-skin pixel to measure it from"
+    assert np.allclose(ds.colours, colours)
+
+
+def test_classes_absent_from_a_split_keep_the_map_channels_and_unknown_types_become_zero():
+    data = _skin_data(n=4)
+    only_two = data.select([0, 1])  # classes 3 and 1 are absent from this "split"
+    ds = semantic.MapDataset(only_two, "onehot")
+    assert ds.channels == semantic.n_channels("onehot", len(data.classes))
+    assert ds.maps([0, 1]).shape[1] == ds.channels
+    assert semantic.MapDataset(data).fitzpatrick.tolist() == [1, 2, 5, 0]  # NA type -> 0 = unknown

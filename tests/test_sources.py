@@ -552,3 +552,90 @@ def test_docs_cover_every_source():
     text = (Path(__file__).resolve().parents[1] / "docs" / "real_datasets.md").read_text()
     for name in SOURCES:
         assert f'dataset="{name}"' in text
+
+
+# ------------------------------------------------------------------------ real-data robustness (issue 9)
+
+def write_flat(path: Path, colour, size=(W, H), centre=None) -> None:
+    """A lossless image of one colour, optionally with a lesion of another colour in the mask's BOX."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((size[1], size[0], 3), np.uint8) + np.asarray(colour, np.uint8)
+    if centre is not None:
+        left, top, right, bottom = BOX
+        pixels[top:bottom, left:right] = centre
+    Image.fromarray(pixels).save(path)
+
+
+def test_skin_colour_fallbacks_are_measured_and_recorded(tmp_path):
+    # Image 0: ordinary (skin outside a lesion box). Image 1: its mask covers the whole image (six official
+    # HAM10000 masks do), so the colour comes from the border ring. Image 2: black everywhere (no usable
+    # skin), so it gets the median of the others. The fixture's images are PNG: exact colours.
+    rows = [{"lesion_id": f"HAM_{i}", "image_id": f"ISIC_{i}", "dx": dx} for i, dx in enumerate(["nv", "mel", "bkl"])]
+    write_csv(tmp_path / "HAM10000_metadata.csv", rows)
+    part, masks = tmp_path / "HAM10000_images_part_1", tmp_path / HAM_MASKS
+    write_flat(part / "ISIC_0.png", (200, 150, 120), centre=(60, 40, 30))
+    write_flat(part / "ISIC_1.png", (180, 120, 100), centre=(90, 50, 40))
+    write_flat(part / "ISIC_2.png", (0, 0, 0))
+    write_mask(masks / "ISIC_0_segmentation.png")
+    for i in (1, 2):
+        write_mask(masks / f"ISIC_{i}_segmentation.png", box=(0, 0, W, H))
+    table = load_source("ham10000", tmp_path, image_size=32).table.set_index("image_id")
+    colours = table[["skin_r", "skin_g", "skin_b"]].to_numpy()
+    assert list(table["skin_source"]) == ["healthy pixels", "border ring", "dataset median"]
+    # Lanczos resizing blends the lesion's edge into a few healthy pixels: a few units of tolerance
+    assert np.allclose(colours[0], [200, 150, 120], atol=4)
+    assert np.allclose(colours[1], [180, 120, 100], atol=1)  # the ring misses the "lesion" box
+    assert np.allclose(colours[2], np.median(colours[:2], axis=0))
+
+
+def test_dataset_without_usable_skin_loads_but_maps_are_refused(tmp_path):
+    from dermgan.data.semantic import MapDataset
+
+    write_csv(tmp_path / "HAM10000_metadata.csv", [{"lesion_id": "HAM_0", "image_id": "ISIC_0", "dx": "nv"}])
+    write_flat(tmp_path / "HAM10000_images_part_1" / "ISIC_0.png", (5, 5, 5))
+    write_mask(tmp_path / HAM_MASKS / "ISIC_0_segmentation.png")
+    data = load_source("ham10000", tmp_path, image_size=16)
+    assert data.table[["skin_r", "skin_g", "skin_b"]].isna().all().all()
+    with pytest.raises(ValueError, match="no image has skin_r/g/b in its table or .* usable skin"):
+        MapDataset(data)
+
+
+def test_folder_reads_its_documented_mask_and_split_columns_without_options(tmp_path):
+    from dermgan.data import load_dataset
+
+    rows = []
+    for i, (label, split) in enumerate([("acne", "train"), ("eczema", "train"), ("acne", "test"),
+                                        ("eczema", "val")]):
+        write_image(tmp_path / "img" / f"{i}.jpg", seed=i)
+        write_mask(tmp_path / "masks" / f"{i}.png")
+        rows.append({"image": f"img/{i}.jpg", "label": label, "mask": f"masks/{i}.png", "split": split})
+    write_csv(tmp_path / "labels.csv", rows)
+    data = load_dataset("folder", tmp_path, image_size=16)  # what the CLI and the notebooks call
+    assert list(data.table["split"]) == ["train", "train", "test", "val"]
+    assert data.lesion_masks is not None and np.allclose(data.table["lesion_area"], 100 / 45 ** 2)
+    assert load_source("folder", tmp_path, 16, masks=False).lesion_masks is None
+    write_csv(tmp_path / "plain.csv", [{k: r[k] for k in ("image", "label")} for r in rows])
+    with pytest.raises(SourceError, match="masks=True but plain.csv has no mask column"):
+        load_source("folder", tmp_path, 16, masks=True, csv="plain.csv")
+
+
+def test_alpha_channel_opaque_is_dropped_transparent_is_refused(tmp_path):
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = (10, 200, 30), 255
+    (tmp_path / "img").mkdir()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "img" / "opaque.png")
+    rgba[:9, :, 3] = 0  # the top 9 of 45 rows see-through
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "img" / "clear.png")
+    write_csv(tmp_path / "labels.csv", [{"image": "img/opaque.png", "label": "a"}])
+    assert (load_source("folder", tmp_path, 8).images == (10, 200, 30)).all()
+    write_csv(tmp_path / "labels.csv", [{"image": "img/clear.png", "label": "a"}])
+    problems = verify("folder", tmp_path)
+    assert [p.field for p in problems] == ["image"] and "20.0% of the pixels are transparent" in messages(problems)
+
+
+def test_too_large_image_is_called_large_not_corrupt(tmp_path, monkeypatch):
+    make_isic2020(tmp_path, n_patients=1)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the 64 x 48 fixture is over twice this
+    text = messages(verify("isic2020", tmp_path))
+    assert "image too large to decode safely" in text and "MAX_IMAGE_PIXELS" in text
+    assert "corrupt" not in text

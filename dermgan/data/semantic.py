@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dermgan.data.conditions import CONDITIONS, N_CONDITIONS, condition_index
+from dermgan.data.conditions import CONDITION_NAMES, CONDITIONS, N_CONDITIONS
 from dermgan.imageops import to_model
 
 ENCODINGS = ("colour", "onehot")
@@ -46,6 +46,44 @@ _FALLBACK_FITZPATRICK_RGB = {
 }
 
 PALETTE = np.array([c.map_colour for c in CONDITIONS], dtype=np.float32)  # (n_conditions, 3)
+
+
+def class_palette(n_conditions: int) -> np.ndarray:
+    """Lesion colours (n_conditions, 3) float 0..255 of the colour-coded map, for any number of classes.
+
+    The catalogue's colours come first, so synthetic maps and real datasets of up to 8 classes look as
+    before. Further classes (Fitzpatrick17k has 114) get saturated colours (skin is not saturated) from an
+    RGB grid, then from finer grids once a grid is used up, so a class keeps its colour whatever the class
+    count. Grid points stay at least 2 units apart, which `decode_maps` needs.
+    """
+    if isinstance(n_conditions, bool) or not isinstance(n_conditions, (int, np.integer)) or n_conditions < 1:
+        raise ValueError(f"the number of classes must be a positive integer, got {n_conditions!r}")
+    colours = [tuple(c) for c in PALETTE.astype(int)]
+    levels = 5
+    while len(colours) < n_conditions:
+        grid = np.round(np.stack(np.meshgrid(*[np.linspace(0, 255, levels)] * 3, indexing="ij"), -1))
+        grid = grid.reshape(-1, 3).astype(int)
+        spread = grid.max(axis=1) - grid.min(axis=1)
+        order = np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], -spread))  # most saturated first
+        taken = set(colours)
+        colours += [tuple(c) for c in grid[order] if c.max() - c.min() >= 128 and tuple(c) not in taken]
+        levels = 2 * levels - 1  # a finer grid through the old points
+    return np.asarray(colours[:n_conditions], np.float32)
+
+
+def condition_number(condition, classes: tuple[str, ...] = CONDITION_NAMES) -> int:
+    """Class index of `condition`, a name in `classes` or an integer index (numpy integers too). A bool is
+    refused: `True` would silently mean class 1."""
+    if isinstance(condition, (bool, np.bool_)):
+        raise ValueError(f"a condition is a class name or an integer index, not the bool {condition!r}")
+    if isinstance(condition, (int, np.integer)):
+        if not 0 <= int(condition) < len(classes):
+            raise ValueError(f"condition index {int(condition)} out of range 0..{len(classes) - 1}")
+        return int(condition)
+    if isinstance(condition, str) and condition in classes:
+        return classes.index(condition)
+    raise ValueError(f"unknown condition {condition!r}; use an index 0..{len(classes) - 1} or one of: "
+                     f"{', '.join(classes)}")
 
 
 def _check_encoding(encoding: str) -> None:
@@ -121,7 +159,7 @@ def encode_labels(
     skin = labels >= HEALTHY
     colour_model = skin_colours / 127.5 - 1.0  # (N,3) in [-1, 1]
     if encoding == "colour":
-        palette = np.concatenate([np.zeros((1, 3), np.float32), PALETTE[:n_conditions]]) / 127.5 - 1.0
+        palette = np.concatenate([np.zeros((1, 3), np.float32), class_palette(n_conditions)]) / 127.5 - 1.0
         rgb = palette[np.clip(labels, 0, None)]  # lesion colours; label 0 rows are overwritten below
         rgb = np.where((labels == HEALTHY)[..., None], colour_model[:, None, None, :], rgb)
         rgb = np.where(skin[..., None], rgb, -1.0)  # black background
@@ -155,8 +193,8 @@ def decode_maps(
         rgb = (x + 1.0) * 127.5
         tol = 1.0  # 0..255 units
         labels[np.all(np.abs(rgb) < tol, axis=1)] = BACKGROUND
-        for c in range(n_conditions):
-            labels[np.all(np.abs(rgb - PALETTE[c][None, :, None, None]) < tol, axis=1)] = c + 1
+        for c, colour in enumerate(class_palette(n_conditions)):
+            labels[np.all(np.abs(rgb - colour[None, :, None, None]) < tol, axis=1)] = c + 1
     else:
         onehot = x[:, 3:]
         labels[onehot.sum(axis=1) < 0.5] = BACKGROUND
@@ -186,12 +224,15 @@ def colour_picture(labels: np.ndarray, colours: np.ndarray, n_conditions: int = 
     return np.clip(np.round((coloured.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def change_tone(maps: torch.Tensor, skin, encoding: str = "colour") -> torch.Tensor:
+def change_tone(
+    maps: torch.Tensor, skin, encoding: str = "colour", n_conditions: int = N_CONDITIONS
+) -> torch.Tensor:
     """The same maps with every skin pixel re-coloured to `skin` (RGB 0..255 or Fitzpatrick 1..6); lesions,
     their conditions and the background are kept."""
-    labels, _ = decode_maps(maps, encoding)
+    labels, _ = decode_maps(maps, encoding, n_conditions)
     colours = np.tile(_skin_rgb(skin), (len(labels), 1))
-    return torch.from_numpy(encode_labels(labels, colours, encoding)).to(torch.as_tensor(maps).device)
+    encoded = encode_labels(labels, colours, encoding, n_conditions)
+    return torch.from_numpy(encoded).to(torch.as_tensor(maps).device)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -326,38 +367,51 @@ def lesion_shape(
 
 @dataclass(frozen=True)
 class SemanticMap:
-    """One semantic map: a label image (H,W) (-1 background, 0 healthy skin, c+1 lesion of condition c) and
-    the skin colour (RGB float 0..255). Edits return new maps."""
+    """One semantic map: a label image (H,W) (-1 background, 0 healthy skin, c+1 lesion of condition c), the
+    skin colour (RGB float 0..255) and the class list the generator was trained on (default: the synthetic
+    catalogue; a real dataset's `SkinData.classes` for a generator trained on it). Edits return new maps."""
 
     labels: np.ndarray
     skin_colour: np.ndarray
+    classes: tuple[str, ...] = CONDITION_NAMES
 
     def __post_init__(self):
         labels = np.asarray(self.labels, dtype=np.int16)
         if labels.ndim != 2:
             raise ValueError(f"labels must be (H,W), got shape {labels.shape}")
+        classes = tuple(str(c) for c in self.classes)
+        if not classes:
+            raise ValueError("a semantic map needs at least one class")
+        if labels.min(initial=0) < BACKGROUND or labels.max(initial=0) > len(classes):
+            raise ValueError(f"labels must lie in -1..{len(classes)} for {len(classes)} classes, "
+                             f"got {labels.min()}..{labels.max()}")
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "skin_colour", _skin_rgb(self.skin_colour))
+        object.__setattr__(self, "classes", classes)
 
     @classmethod
-    def blank(cls, size: int | tuple[int, int], skin=3, skin_mask: np.ndarray | None = None) -> "SemanticMap":
+    def blank(
+        cls, size: int | tuple[int, int], skin=3, skin_mask: np.ndarray | None = None,
+        classes: tuple[str, ...] = CONDITION_NAMES,
+    ) -> "SemanticMap":
         """Lesion-free skin: everywhere, or on `skin_mask`; `skin` = RGB 0..255 or Fitzpatrick type 1..6."""
         h, w = (size, size) if np.ndim(size) == 0 else size
         labels = np.zeros((h, w), np.int16)
         if skin_mask is not None:
             labels[~np.asarray(skin_mask, dtype=bool)] = BACKGROUND
-        return cls(labels, _skin_rgb(skin))
+        return cls(labels, _skin_rgb(skin), classes)
 
     @classmethod
     def from_masks(
-        cls, lesion_mask: np.ndarray, condition: int | str, skin_mask: np.ndarray | None, skin
+        cls, lesion_mask: np.ndarray, condition: int | str, skin_mask: np.ndarray | None, skin,
+        classes: tuple[str, ...] = CONDITION_NAMES,
     ) -> "SemanticMap":
         """From a dataset image's masks: lesion pixels (on skin) get `condition`."""
         lesion = np.asarray(lesion_mask, dtype=bool)
         skin_mask = np.ones_like(lesion) if skin_mask is None else np.asarray(skin_mask, dtype=bool)
         labels = np.where(skin_mask | lesion, HEALTHY, BACKGROUND).astype(np.int16)
-        labels[lesion] = condition_index(condition) + 1
-        return cls(labels, _skin_rgb(skin))
+        labels[lesion] = condition_number(condition, tuple(classes)) + 1
+        return cls(labels, _skin_rgb(skin), classes)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -370,67 +424,154 @@ class SemanticMap:
         """Pixels of any lesion, or of lesions of one condition."""
         if condition is None:
             return self.labels > HEALTHY
-        return self.labels == condition_index(condition) + 1
+        return self.labels == condition_number(condition, self.classes) + 1
 
     def add_lesion(
         self, condition: int | str, size: float, x: float = 0.5, y: float = 0.5, seed: int = 0
     ) -> "SemanticMap":
         """Place a lesion of `condition` covering `size` (fraction of the image area) centred at (x, y)
-        (fractions of width and height); it is clipped to the skin and painted over earlier lesions."""
-        c = condition_index(condition)
+        (fractions of width and height); it is clipped to the skin and painted over earlier lesions.
+
+        Synthetic-catalogue classes get their condition's shape style; a real dataset's classes have none, so
+        their lesions are plain irregular blobs (`blob_mask`)."""
+        c = condition_number(condition, self.classes)
         h, w = self.size
-        mask = lesion_shape(h, w, size, x, y, condition=c, seed=seed, allowed=self.skin_mask())
+        if self.classes == CONDITION_NAMES:
+            mask = lesion_shape(h, w, size, x, y, condition=c, seed=seed, allowed=self.skin_mask())
+        else:
+            mask = blob_mask(h, w, size, x, y, seed=seed, allowed=self.skin_mask())
         labels = self.labels.copy()
         labels[mask] = c + 1
-        return SemanticMap(labels, self.skin_colour)
+        return SemanticMap(labels, self.skin_colour, self.classes)
 
     def with_skin(self, skin) -> "SemanticMap":
         """The same map on skin of another RGB colour or Fitzpatrick type."""
-        return SemanticMap(self.labels, _skin_rgb(skin))
+        return SemanticMap(self.labels, _skin_rgb(skin), self.classes)
 
     def without_lesions(self) -> "SemanticMap":
-        return SemanticMap(np.where(self.labels > HEALTHY, HEALTHY, self.labels), self.skin_colour)
+        return SemanticMap(np.where(self.labels > HEALTHY, HEALTHY, self.labels), self.skin_colour, self.classes)
 
     def encode(self, encoding: str = "colour") -> torch.Tensor:
         """float32 (C,H,W) in [-1, 1]."""
-        return torch.from_numpy(encode_labels(self.labels[None], self.skin_colour[None], encoding)[0])
+        encoded = encode_labels(self.labels[None], self.skin_colour[None], encoding, len(self.classes))
+        return torch.from_numpy(encoded[0])
 
     def render(self) -> np.ndarray:
         """uint8 (H,W,3) colour-coded picture."""
-        return colour_picture(self.labels[None], self.skin_colour[None])[0]
+        return colour_picture(self.labels[None], self.skin_colour[None], len(self.classes))[0]
 
 
 def encode_maps(maps: list[SemanticMap], encoding: str = "colour") -> torch.Tensor:
-    """A batch (N,C,H,W) of SemanticMaps."""
+    """A batch (N,C,H,W) of SemanticMaps, which must share one class list (the generator's)."""
+    if not maps:
+        raise ValueError("encode_maps needs at least one map")
+    if len({m.classes for m in maps}) > 1:
+        raise ValueError("the maps of one batch have different class lists; a generator knows one")
     labels = np.stack([m.labels for m in maps])
     colours = np.stack([m.skin_colour for m in maps])
-    return torch.from_numpy(encode_labels(labels, colours, encoding))
+    return torch.from_numpy(encode_labels(labels, colours, encoding, len(maps[0].classes)))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Dataset of (map, image, lesion mask, condition)
 
 
-def skin_colours_of(data) -> np.ndarray:
-    """Mean healthy-skin colour per image (N,3) from the table (skin_r/g/b); where the table has NA, the mean
-    image colour over skin pixels outside the lesion."""
+# Skin colour of a map when the table does not give it. Real images have no skin mask and their lesion masks
+# can cover the whole frame (six HAM10000 masks do), so the colour is measured by a chain of fallbacks, and
+# each image's table row records which one gave its colour (column `skin_source`):
+SKIN_SOURCES = ("table", "healthy pixels", "border ring", "dataset median")
+# Darker than this in every channel: a dermatoscope's black vignette or a dark background, not skin.
+DARK_LEVEL = 30
+# Fewest usable pixels (share of the image) for a measurement to count.
+MIN_SKIN_SHARE = 0.005
+# Width of the border ring (share of the image side): the part of a photo least likely to be lesion.
+RING_SHARE = 1 / 16
+
+
+def border_ring(h: int, w: int) -> np.ndarray:
+    """bool (H,W): the outer band of the image, RING_SHARE of the shorter side wide (at least 1 pixel)."""
+    width = max(1, int(round(RING_SHARE * min(h, w))))
+    ring = np.ones((h, w), bool)
+    ring[width:h - width, width:w - width] = False
+    return ring
+
+
+def measure_skin_colours(images, lesion_masks=None, skin_masks=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean skin colour (N,3) float 0..255 of each image, and how it was measured (N,) str.
+
+    1. "healthy pixels": skin (the skin mask, else every pixel) outside the lesion, not dark;
+    2. "border ring": where too few of those remain (a lesion mask covering the image), the non-dark pixels
+       of the image's border ring, lesion or not;
+    3. NaN and "" where neither has MIN_SKIN_SHARE of the image: the caller decides (see skin_colours_of).
+    """
+    images = np.asarray(images)
+    n, h, w = images.shape[:3]
+    least = max(1, int(np.ceil(MIN_SKIN_SHARE * h * w)))
+    ring = border_ring(h, w)
+    colours = np.full((n, 3), np.nan)
+    sources = np.full(n, "", dtype=object)
+    for i in range(n):
+        image = np.asarray(images[i])
+        usable = image.max(axis=2) >= DARK_LEVEL
+        healthy = usable.copy()
+        if skin_masks is not None:
+            healthy &= np.asarray(skin_masks[i]).astype(bool)
+        if lesion_masks is not None:
+            healthy &= ~np.asarray(lesion_masks[i]).astype(bool)
+        for where, source in ((healthy, "healthy pixels"), (usable & ring, "border ring")):
+            if where.sum() >= least:
+                colours[i], sources[i] = image[where].mean(axis=0), source
+                break
+    return colours, sources
+
+
+def skin_colours_and_sources(data) -> tuple[np.ndarray, np.ndarray]:
+    """Skin colour per image (N,3) float32 and its source (N,) str, one of SKIN_SOURCES.
+
+    The table's skin_r/g/b where filled (its `skin_source` column, if any, says how they were obtained), else
+    `measure_skin_colours`, else the median colour of the other images ("dataset median"). A dataset where no
+    image gives a colour is an error naming what is missing.
+    """
     table = data.table
     colours = (
         table[["skin_r", "skin_g", "skin_b"]].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
     )
-    for i in np.flatnonzero(np.isnan(colours).any(axis=1)):
-        healthy = np.ones(data.images.shape[1:3], bool)
-        if data.skin_masks is not None:
-            healthy &= data.skin_masks[i].astype(bool)
-        if data.lesion_masks is not None:
-            healthy &= ~data.lesion_masks[i].astype(bool)
-        if not healthy.any():
-            raise ValueError(
-                f"{data.name}: image {table['image_id'].iloc[i]!r} has no skin_r/g/b in its table "
-                "and no healthy-skin pixel to measure it from"
-            )
-        colours[i] = data.images[i][healthy].mean(axis=0)
-    return colours.astype(np.float32)
+    known = ~np.isnan(colours).any(axis=1)
+    sources = np.full(len(table), "table", dtype=object)
+    if "skin_source" in table.columns:
+        recorded = table["skin_source"].astype(object).to_numpy()
+        sources = np.where(pd.isna(recorded), "table", recorded).astype(object)
+    todo = np.flatnonzero(~known)
+    if len(todo):
+        def take(array):
+            return None if array is None else array[todo]
+
+        measured, how = measure_skin_colours(data.images[todo], take(data.lesion_masks), take(data.skin_masks))
+        colours[todo], sources[todo] = measured, how
+    if not fill_with_median(colours, sources):
+        raise ValueError(
+            f"{data.name}: no image has skin_r/g/b in its table or {MIN_SKIN_SHARE:.1%} of usable skin "
+            f"pixels (outside the lesion or on the border ring, brighter than {DARK_LEVEL}): the semantic "
+            "maps have no skin colour to use; fill skin_r/g/b in the table"
+        )
+    return colours.astype(np.float32), sources
+
+
+def fill_with_median(colours: np.ndarray, sources: np.ndarray) -> bool:
+    """In place: rows of `colours` that are NaN get the median of the others ("dataset median"). False when
+    no row is known (nothing to take a median of; the rows stay NaN)."""
+    missing = np.isnan(colours).any(axis=1)
+    if missing.all() and len(colours):
+        return False
+    if missing.any():
+        colours[missing] = np.median(colours[~missing], axis=0)
+        sources[missing] = "dataset median"
+    return True
+
+
+def skin_colours_of(data) -> np.ndarray:
+    """Skin colour per image (N,3) float32 0..255 for the maps: see `skin_colours_and_sources`."""
+    return skin_colours_and_sources(data)[0]
 
 
 def labels_of(data) -> np.ndarray:

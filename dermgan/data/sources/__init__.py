@@ -130,5 +130,24 @@ def load_source(name: str, root, image_size: int, **options) -> SkinData:
         images, masks = materialise(catalogue, image_size, problems)
     if len(problems) or catalogue is None:
         raise SourceError(name, root, problems.items)
-    return SkinData(name=name, classes=tuple(catalogue.classes), images=images, lesion_masks=masks,
+    data = SkinData(name=name, classes=tuple(catalogue.classes), images=images, lesion_masks=masks,
                     skin_masks=None, table=catalogue.table)
+    if masks is not None:
+        record_skin_colours(data)
+    return data
+
+
+def record_skin_colours(data: SkinData) -> None:
+    """Fill skin_r/g/b of a dataset with lesion masks, and `skin_source`: how each colour was obtained.
+
+    Measured once here, on the whole dataset, so that every split and notebook uses the same colours and the
+    "dataset median" fallback is the median of the whole dataset. Without masks the whole image would be
+    measured, lesion included, which is no skin colour: those tables keep NA. So does a dataset in which no
+    image has usable skin; semantic maps of it are refused later, with the reason (loading still works).
+    """
+    from dermgan.data.semantic import fill_with_median, measure_skin_colours
+
+    colours, sources = measure_skin_colours(data.images, data.lesion_masks, data.skin_masks)
+    fill_with_median(colours, sources)
+    data.table[["skin_r", "skin_g", "skin_b"]] = colours
+    data.table["skin_source"] = pd.Series([s or None for s in sources], dtype=object)

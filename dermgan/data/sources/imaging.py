@@ -16,7 +16,7 @@ from PIL import Image
 
 from dermgan.data.sources.common import Catalogue, Problem, Problems
 
-_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_READ_ERRORS = (OSError, SyntaxError, ValueError)
 
 
 @dataclass
@@ -56,21 +56,50 @@ def mask_stats(lesion: np.ndarray) -> tuple[float, float, float]:
     return area, float(cols.mean() / width), float(rows.mean() / height)
 
 
+def too_large(error: Image.DecompressionBombError) -> str:
+    """What PIL's decompression-bomb guard means for a user: a big file, not a broken one."""
+    return (f"image too large to decode safely ({error}); downscale the file, or raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS (now {Image.MAX_IMAGE_PIXELS}) if you trust it")
+
+
+def has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def transparency(image: Image.Image) -> float:
+    """Share of pixels that are not fully opaque (0 for images without an alpha channel)."""
+    if not has_alpha(image):
+        return 0.0
+    return float((np.asarray(image.convert("RGBA").getchannel("A")) < 255).mean())
+
+
 def read_image(path: str, size: int | None,
                problems: list[Problem]) -> tuple[np.ndarray | None, tuple | None]:
-    """RGB uint8 (size, size, 3) or None when only checking; also the file's own (width, height)."""
+    """RGB uint8 (size, size, 3) or None when only checking; also the file's own (width, height).
+
+    An alpha channel that is fully opaque is dropped (nothing is lost); an image with transparent pixels is a
+    problem: what lies behind them is unknown, and any background painted in would end up in the training
+    images as if it were skin."""
     try:
         with Image.open(path) as image:
             full_size = image.size
             if size:
                 # JPEG DCT scaling: decode big dermoscopy photos at >= 2x the target, much faster, same result
                 image.draft("RGB", (2 * size, 2 * size))
+            see_through = transparency(image)
             rgb = image.convert("RGB")  # forces the full decode, which is where truncated files fail
     except FileNotFoundError:
         problems.append(Problem(path, "image", "image file not found"))
         return None, None
+    except Image.DecompressionBombError as error:
+        problems.append(Problem(path, "image", too_large(error)))
+        return None, None
     except _READ_ERRORS as error:
         problems.append(Problem(path, "image", f"unreadable or corrupt image ({error})"))
+        return None, None
+    if see_through > 0:
+        problems.append(Problem(path, "image", f"{see_through:.1%} of the pixels are transparent (alpha "
+                                               "channel); flatten the image onto its real background first"))
         return None, None
     if not size:
         return None, full_size
@@ -84,6 +113,9 @@ def read_mask(path: str, size: int | None, expected: tuple | None, problems: lis
             grey = np.asarray(image.convert("L"))
     except FileNotFoundError:
         problems.append(Problem(path, "mask", "mask file not found"))
+        return Loaded()
+    except Image.DecompressionBombError as error:
+        problems.append(Problem(path, "mask", too_large(error)))
         return Loaded()
     except _READ_ERRORS as error:
         problems.append(Problem(path, "mask", f"unreadable or corrupt mask ({error})"))

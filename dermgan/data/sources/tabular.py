@@ -88,6 +88,8 @@ def _mask_paths(spec: TableSpec, root: Path, ids: pd.Series, frame: pd.DataFrame
             problems.add(csv, cols["mask"], f"line {row + 2}: empty mask name")
         return names.map(lambda v: str(root / v), na_action="ignore")
     if spec.mask_dir is None:
+        if masks:
+            problems.add(csv, "mask", f"masks=True but {csv.name} has no mask column")
         return None
     folder = root / spec.mask_dir
     if not folder.is_dir():
@@ -276,7 +278,7 @@ DDI = TableSpec(
 
 FOLDER_LAYOUT = """\
 <root>/
-  labels.csv        (one row per image; you name the columns, e.g. image, label[, mask, split])
+  labels.csv        (one row per image: image, label[, mask][, split]; other column names are options)
   any/relative/path/img001.jpg ...   (paths in the CSV are relative to <root>)"""
 
 
@@ -285,14 +287,21 @@ def folder_spec(csv: str = "labels.csv", image_column: str = "image", label_colu
                 patient_column: str | None = None, lesion_column: str | None = None,
                 malignant_column: str | None = None, fitzpatrick_column: str | None = None,
                 split_column: str | None = None, classes: tuple[str, ...] | None = None) -> TableSpec:
-    """A TableSpec for a user's own folder + CSV; every column the user names must exist."""
+    """A TableSpec for a user's own folder + CSV; every column the user names must exist.
+
+    The documented optional columns `mask` and `split` are read whenever the CSV has them, with no option
+    passed (the CLI and the notebooks pass none): a user's test rows must never end up in training.
+    """
     def col(name):
         return None if name is None else Col((name,))
+
+    def named_or_documented(name, documented):
+        return Col((name,)) if name is not None else Col((documented,), required=False)
 
     return TableSpec(
         name="folder", title="image folder", layout=FOLDER_LAYOUT.replace("labels.csv", csv), csv=(csv,),
         image_dirs=(".",), image=Col((image_column,)), label=Col((label_column,)), id=col(id_column),
         classes=tuple(classes) if classes else None, malignant=col(malignant_column),
         fitzpatrick=col(fitzpatrick_column), patient=col(patient_column), lesion=col(lesion_column),
-        mask=col(mask_column), split=col(split_column),
+        mask=named_or_documented(mask_column, "mask"), split=named_or_documented(split_column, "split"),
     )
