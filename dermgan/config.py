@@ -88,6 +88,32 @@ class AugmentationConfig:
 
 
 @dataclass(frozen=True)
+class LesionEditConfig:
+    """Notebook 04 (dermgan.models.lesion_edit, dermgan.models.cyclegan): lesion addition and removal."""
+
+    # Defaults = the cpu profile, sized so that notebook 04 (4 methods) takes <= ~15 min on 2 cores.
+    base_filters: int = 16  # generator and discriminator width
+    n_res_blocks: int = 6  # CycleGAN ResNet generator (the reference uses 6 at 128 px, 9 at 256 px)
+    norm: str = "instance"  # as the reference CycleGAN
+    d_layers: int = 3  # PatchGAN stride-2 layers (3 = 70x70 receptive field)
+    gan_loss: str = "lsgan"  # least squares, as the reference CycleGAN
+    steps: int = 1000  # 0.065 s/step (masked), 0.25 (CycleGAN), batch 4, measured on a loaded machine
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.5
+    decay_start: float = 0.5
+    lambda_relevancy: float = 100.0  # MSE outside the mask (Furger's weights are unknown)
+    lambda_pixel: float = 100.0  # L1 to the paired ground truth ("masked-paired" only), as pix2pix's L1
+    lambda_cycle: float = 10.0  # CycleGAN reference
+    lambda_identity: float = 0.5  # times lambda_cycle, CycleGAN reference
+    checkpoint_every: int = 200
+    sample_every: int = 200
+    log_every: int = 20
+    n_eval: int = 0  # held-out test images edited per method (0 = the whole test split)
+    classifier_epochs: int = 4  # the small classifier that checks added conditions
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """dermgan.metrics: sample counts and intervals."""
 
@@ -109,6 +135,7 @@ class Profile:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    lesion_edit: LesionEditConfig = field(default_factory=LesionEditConfig)
 
     def replace(self, **sections) -> "Profile":
         """A copy with single fields overridden: `profile.replace(data={"image_size": 32})`.
@@ -145,6 +172,8 @@ PROFILES: dict[str, Profile] = {
         metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
                               ssim_pairs=40),
         augmentation=AugmentationConfig(seeds=2, width=8, epochs=1, n_bootstrap=50),
+        lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=20, batch_size=4, checkpoint_every=10,
+                                     sample_every=10, log_every=5, n_eval=32, classifier_epochs=1),
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
                    classifier=ClassifierConfig(width=32, epochs=8, batch_size=64)),
@@ -158,6 +187,8 @@ PROFILES: dict[str, Profile] = {
         metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000, min_group=50,
                               ssim_pairs=1000, batch_size=128),
         augmentation=AugmentationConfig(seeds=5, architecture="resnet18", epochs=30, n_bootstrap=2000),
+        lesion_edit=LesionEditConfig(base_filters=64, n_res_blocks=9, steps=100_000, batch_size=1,
+                                     checkpoint_every=5000, sample_every=2500, log_every=100, classifier_epochs=30),
     ),
 }
 
