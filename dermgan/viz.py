@@ -1,8 +1,14 @@
-"""One figure style, image grids, and save_figure (PDF + PNG + a provenance sidecar)."""
+"""One figure style, image grids, and the writers of every figure and table (with a provenance sidecar).
+
+Figures: vector PDF + 300 dpi PNG + `name.json` (what made it: notebook, profile, dataset, git commit).
+Tables: CSV + LaTeX (booktabs) + Markdown + the same JSON. Both are written atomically and byte-identically
+when the same run is regenerated (no dates inside the files), so a cited figure can be traced and remade.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -10,14 +16,24 @@ import numpy as np
 
 SYNTHETIC_NOTE = "synthetic dataset (procedural renderer), not real patients"
 
+# Okabe & Ito's palette: distinguishable with every common colour-vision deficiency, and in greyscale by order.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+COLUMN_WIDTH, PAGE_WIDTH = 3.35, 7.0  # inches: one column and the full width of a two-column paper
+DPI = 300
+
 
 def use_style() -> None:
-    """The figure style of every notebook: small, readable, no chart junk."""
+    """The figure style of every notebook: sized for a two-column paper, colour-blind-safe, no chart junk."""
     import seaborn as sns
 
-    sns.set_theme(context="paper", style="white", font_scale=1.1)
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "axes.spines.top": False,
-                         "axes.spines.right": False})
+    sns.set_theme(context="paper", style="white", font_scale=1.0, palette=list(PALETTE))
+    plt.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": DPI, "axes.spines.top": False, "axes.spines.right": False,
+        "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+        "legend.fontsize": 7, "figure.titlesize": 9,
+        "pdf.fonttype": 42,  # TrueType in the PDF: text stays text (editable, searchable)
+        "svg.hashsalt": "dermgan",  # fixed ids: regenerated SVGs are identical too
+    })
 
 
 def image_grid(rows: list[np.ndarray] | np.ndarray, row_labels=None, col_labels=None, cell_size: float = 1.3,
@@ -51,17 +67,77 @@ def data_note(dataset: str) -> str:
     return SYNTHETIC_NOTE if dataset == "synthetic" else f"real dataset: {dataset}"
 
 
-def save_figure(fig, directory: str | Path, name: str, provenance: dict) -> Path:
-    """Write `name`.pdf and `name`.png, and `name`.json with what produced the figure; return the PNG path.
+def provenance_record(kind: str, name: str, provenance: dict) -> dict:
+    """The sidecar of a figure or table: what it shows and what made it, including the git commit."""
+    from dermgan.runtime import git_commit
 
-    `provenance` must name the `dataset` the figure shows, so that every saved figure says whether it is synthetic.
-    """
     if "dataset" not in provenance:
-        raise ValueError(f"save_figure({name!r}): provenance must name the 'dataset' the figure shows")
+        raise ValueError(f"{kind} {name!r}: provenance must name the 'dataset' it shows")
+    commit = git_commit()
+    return {kind: name, "data": data_note(provenance["dataset"]), **provenance,
+            "git_commit": commit, "clean_commit": bool(commit) and not commit.endswith("+dirty")}
+
+
+def _write_atomically(path: Path, write) -> None:
+    """write(temporary path) then rename: a reader never sees half a file. The suffix is kept for savefig."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_figure(fig, directory: str | Path, name: str, provenance: dict) -> Path:
+    """Write `name`.pdf (vector), `name`.png (300 dpi) and `name`.json (provenance); return the PNG path.
+
+    `provenance` must name the `dataset` the figure shows, so that every saved figure says whether it is
+    synthetic. Dates are kept out of the files, so the same figure is byte-identical when regenerated.
+    """
+    record = provenance_record("figure", name, provenance)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fig.savefig(directory / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
-    fig.savefig(directory / f"{name}.png", bbox_inches="tight")
-    record = {"figure": name, "data": data_note(provenance["dataset"]), **provenance}
-    (directory / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    _write_atomically(directory / f"{name}.pdf", lambda p: fig.savefig(
+        p, bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None}))
+    _write_atomically(directory / f"{name}.png", lambda p: fig.savefig(p, bbox_inches="tight", dpi=DPI))
+    _write_atomically(directory / f"{name}.json",
+                      lambda p: p.write_text(json.dumps(record, indent=2, default=str) + "\n"))
     return directory / f"{name}.png"
+
+
+def markdown_table(table) -> str:
+    """A pandas DataFrame as a GitHub-flavoured Markdown table (index included when named)."""
+    frame = table.reset_index() if table.index.name else table
+    cells = [[str(c) for c in frame.columns]] + [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    lines.insert(1, "|" + "---|" * len(frame.columns))
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if np.isnan(value) else f"{value:.3g}"
+    return str(value).replace("|", "\\|")
+
+
+def save_table(table, directory: str | Path, name: str, provenance: dict, caption: str = "") -> Path:
+    """Write `name`.csv, `name`.tex (booktabs), `name`.md and `name`.json (provenance); return the CSV path.
+
+    Cells are written as given: put each number with its interval and n into the table itself (e.g. a column
+    "KID [95% CI]" holding "0.136 [0.131, 0.142]" and a column "n"), so every format carries them.
+    """
+    record = {**provenance_record("table", name, provenance), "caption": caption,
+              "columns": [str(c) for c in table.columns]}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    latex_caption = "".join("\\" + ch if ch in "&%$#_{}" else ch for ch in caption)
+    latex = table.to_latex(index=bool(table.index.name), escape=True, caption=latex_caption or None,
+                           label=f"tab:{name}", float_format=lambda v: f"{v:.3g}")  # booktabs rules by default
+    _write_atomically(directory / f"{name}.csv", lambda p: table.to_csv(p, index=bool(table.index.name)))
+    _write_atomically(directory / f"{name}.tex", lambda p: p.write_text(latex))
+    _write_atomically(directory / f"{name}.md", lambda p: p.write_text(
+        (f"{caption}\n\n" if caption else "") + markdown_table(table)))
+    _write_atomically(directory / f"{name}.json",
+                      lambda p: p.write_text(json.dumps(record, indent=2, default=str) + "\n"))
+    return directory / f"{name}.csv"
