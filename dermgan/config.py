@@ -46,11 +46,21 @@ class DermGANConfig:
     resize_padding: str = "reflect"  # resize convs: "zeros" | "reflect" (ours: avoids a frame artefact)
     lambda_lesion: float = 100.0  # extra weight of the lesion-masked L1 (DermGAN); 0 = plain pix2pix
     n_scales: int = 2  # discriminator scales for DermGAN
-    lambda_fm: float = 10.0  # feature matching weight (multi-scale D only)
+    lambda_fm: float = 10.0  # feature matching weight, pix2pixHD layer weights (losses.feature_matching)
     encoding: str = "colour"  # semantic map: "colour" (paper) | "onehot"
-    ablation: bool = True  # train the one-switch-off variants too (4 more models; off at smoke)
+    ablation: bool = True  # train the one-switch-off variants too (5 more models; off at smoke)
+    # the ablation table: every variant trained `seeds` times (seed, seed + 1, ...) for `ablation_steps`
+    # with the same schedule shape; the main "dermgan" model trains `steps` (notebook 02)
+    ablation_steps: int = 500
+    seeds: int = 3
+    lr_d: float | None = None  # discriminator learning rate; None = lr
+    d_norm: str | None = None  # discriminator norm; None = norm
+    # joint augmentation of map, image and mask (dermgan.data.augment), the same transform for all three
+    augment_flip: bool = False  # random horizontal and vertical flips
+    augment_jitter: float = 1.0  # pix2pix resize-and-crop: resize to jitter x size, crop size (1 = off)
     # loop
     ema_decay: float = 0.0  # EMA of G (0 = off, as pix2pix)
+    eval_weights: str = "ema"  # the evaluated generator: "ema" (when kept, else raw) | "raw"
     amp: str = "auto"  # bf16 autocast on CUDA, off on the CPU
     compile: bool = False
     num_workers: int = 0
@@ -167,7 +177,7 @@ PROFILES: dict[str, Profile] = {
         device_hint="cpu",
         data=DataConfig(image_size=32, n_images=400),
         dermgan=DermGANConfig(base_filters=8, steps=30, batch_size=8, checkpoint_every=15, sample_every=15,
-                              log_every=5, ablation=False),
+                              log_every=5, ablation=False, ablation_steps=10, seeds=2),
         classifier=ClassifierConfig(width=8, epochs=2, batch_size=32),
         metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
                               ssim_pairs=40),
@@ -182,7 +192,8 @@ PROFILES: dict[str, Profile] = {
         device_hint="cuda",
         data=DataConfig(image_size=256, n_images=10000),
         dermgan=DermGANConfig(base_filters=64, steps=100_000, batch_size=16, checkpoint_every=5000,
-                              sample_every=2500, log_every=100, num_workers=4, ablation=True),
+                              sample_every=2500, log_every=100, num_workers=4, ablation=True,
+                              ablation_steps=20_000, seeds=3),
         classifier=ClassifierConfig(width=64, epochs=30, batch_size=64),
         metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000, min_group=50,
                               ssim_pairs=1000, batch_size=128),

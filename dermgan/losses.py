@@ -1,7 +1,9 @@
 """GAN losses. Every function returns a scalar tensor (mean over its elements unless said otherwise).
 
 Discriminator outputs may be one logits tensor or a list of them (one per scale of a multi-scale D); lists are
-averaged over scales, so the loss scale does not grow with the number of scales.
+averaged over scales, so the loss scale does not grow with the number of scales. (pix2pixHD sums the adversarial
+loss over scales; we average so that the single-D ablation changes the number of scales and not, in passing, the
+weight of the adversarial term against L1: that balance is set by lambda_l1 alone.)
 """
 
 from __future__ import annotations
@@ -91,20 +93,24 @@ def feature_matching(real_features: Sequence, fake_features: Sequence) -> torch.
     """pix2pixHD feature matching: L1 between D's intermediate features on real and on fake inputs.
 
     Arguments are per-scale lists of per-layer features (the last entry of each, the logits, is skipped), or
-    one scale's list. Real features are treated as constants. Result: mean over scales of the mean over
-    layers of the per-layer L1.
+    one scale's list. Real features are treated as constants. Weighted as pix2pixHD weights it: a scale with
+    L intermediate layers (L = n_layers + 1 for our PatchGAN) gives each layer's L1 the weight 4 / L, and the
+    scales are summed with the weight 1 / n_scales. So one scale contributes 4 x the mean of its layers' L1 and
+    the result is the mean over scales of that; lambda_fm = 10 then is pix2pixHD's lambda_feat = 10.
     """
     if real_features and isinstance(real_features[0], torch.Tensor):
         real_features, fake_features = [real_features], [fake_features]
     if len(real_features) != len(fake_features):
         raise ValueError(f"{len(real_features)} real but {len(fake_features)} fake feature scales")
-    per_scale = []
+    scale_weight = 1.0 / len(real_features)
+    total = 0.0
     for reals, fakes in zip(real_features, fake_features):
         layers = [l1(f, r.detach()) for r, f in zip(reals[:-1], fakes[:-1])]
         if not layers:
             raise ValueError("feature matching needs at least one intermediate feature per scale")
-        per_scale.append(torch.stack(layers).mean())
-    return torch.stack(per_scale).mean()
+        layer_weight = 4.0 / len(layers)
+        total = total + scale_weight * layer_weight * torch.stack(layers).sum()
+    return total
 
 
 def cycle_loss(original: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:

@@ -126,19 +126,31 @@ def test_multiscale_discriminator_shrinks_layers_for_small_inputs_and_refuses_to
 # -- variants -----------------------------------------------------------------------------------------------
 
 
-def test_variants_differ_from_dermgan_in_exactly_one_switch():
+def test_each_ablation_differs_from_dermgan_in_exactly_one_field():
     cfg = DermGANConfig()
     found = dg.variants(cfg, ablation=True)
-    assert {"pix2pix", "dermgan"} <= set(found)
+    assert {"pix2pix", "dermgan", "dermgan-single-d", "dermgan-no-fm"} <= set(found)
     full = dataclasses.asdict(found["dermgan"])
-    switches = ("upsample", "lambda_lesion", "n_scales", "encoding")
+    fields = [f.name for f in dataclasses.fields(dg.Variant) if f.name != "name"]
     for name, variant in found.items():
         if name in ("pix2pix", "dermgan"):
             continue
-        changed = [k for k in switches if dataclasses.asdict(variant)[k] != full[k]]
+        changed = [k for k in fields if dataclasses.asdict(variant)[k] != full[k]]
         assert len(changed) == 1, (name, changed)
+    # the two multi-scale switches are separate ablations now
+    assert found["dermgan-single-d"].n_scales == 1 and found["dermgan-single-d"].lambda_fm == cfg.lambda_fm
+    assert found["dermgan-no-fm"].n_scales == cfg.n_scales and found["dermgan-no-fm"].lambda_fm == 0
     assert found["pix2pix"] == dg.Variant("pix2pix", "transpose", 0.0, 1, 0.0, "colour")
     assert set(dg.variants(dataclasses.replace(cfg, ablation=False))) == {"pix2pix", "dermgan"}
+
+
+def test_ablation_runs_cover_every_variant_and_seed():
+    cfg = dataclasses.replace(DermGANConfig(), seeds=3)
+    runs = dg.ablation_runs(cfg, seed=5)
+    assert len(runs) == 3 * len(dg.variants(cfg)) and len({r[0] for r in runs}) == len(runs)
+    assert ("dermgan-no-fm-s7", "dermgan-no-fm", 7) in runs and ("pix2pix-s5", "pix2pix", 5) in runs
+    with pytest.raises(ValueError, match="seeds"):
+        dg.ablation_runs(dataclasses.replace(cfg, seeds=0), seed=0)
 
 
 @pytest.mark.parametrize("name", ["pix2pix", "dermgan", "dermgan-onehot"])
@@ -245,14 +257,18 @@ def test_masked_l1_is_zero_and_differentiable_for_an_empty_mask():
     assert torch.equal(prediction.grad, torch.zeros_like(prediction))
 
 
-def test_feature_matching_by_hand():
-    # scale 0: one intermediate layer with L1 1.0; scale 1: two layers with L1 2.0 and 0.0. Logits ignored.
-    real = [[torch.zeros(2), torch.zeros(1)], [torch.zeros(3), torch.ones(2), torch.zeros(1)]]
+def test_feature_matching_uses_pix2pixhd_weights_by_hand():
+    # pix2pixHD: layer weight 4 / (number of intermediate layers) per scale, scale weight 1 / n_scales.
+    # scale 0: two layers with L1 1.0 and 0.5 -> 4/2 * 1.5 = 3; scale 1: one layer with L1 0.25 -> 4/1 * 0.25 = 1.
+    # total = (3 + 1) / 2 = 2. The logits (last entries, 9 apart) are ignored.
+    real = [[torch.zeros(2), torch.zeros(3), torch.zeros(1)], [torch.zeros(4), torch.zeros(1)]]
     fake = [
-        [torch.ones(2), torch.full((1,), 9.0)],
-        [torch.full((3,), 2.0), torch.ones(2), torch.full((1,), 9.0)],
+        [torch.ones(2), torch.full((3,), 0.5), torch.full((1,), 9.0)],
+        [torch.full((4,), 0.25), torch.full((1,), 9.0)],
     ]
-    assert losses.feature_matching(real, fake).item() == pytest.approx((1.0 + (2.0 + 0.0) / 2) / 2)
+    assert losses.feature_matching(real, fake).item() == pytest.approx(2.0)
+    # one scale's list alone: no scale averaging
+    assert losses.feature_matching(real[0], fake[0]).item() == pytest.approx(3.0)
     # real features are constants
     f = torch.ones(2, requires_grad=True)
     r = torch.zeros(2, requires_grad=True)
@@ -260,7 +276,120 @@ def test_feature_matching_by_hand():
     assert r.grad is None and f.grad is not None
 
 
+def test_feature_matching_on_a_patchgan_weighs_each_layer_4_over_n_layers_plus_1():
+    torch.manual_seed(0)
+    D = MultiScaleDiscriminator(6, base=4, n_layers=3, n_scales=2, image_size=64)
+    real, fake = D(torch.randn(2, 6, 64, 64)), D(torch.randn(2, 6, 64, 64))
+    assert [len(scale) for scale in real] == [5, 5]  # n_layers + 1 intermediate features + the logits
+    by_hand = sum(
+        0.5 * (4 / 4) * (f - r).abs().mean() for rs, fs in zip(real, fake) for r, f in zip(rs[:-1], fs[:-1])
+    )
+    assert losses.feature_matching(real, fake).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
 def test_cycle_and_identity_are_l1():
     x, y = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.25)
     assert losses.cycle_loss(x, y).item() == pytest.approx(0.25)
     assert losses.identity_loss(x, y).item() == pytest.approx(0.25)
+
+
+# -- joint augmentation -------------------------------------------------------------------------------------
+
+
+def _blob_item(size=16, seed=0):
+    """(map, image, mask, condition) whose three arrays show the same asymmetric blob: map and image are +1 on
+    it and -1 elsewhere (3 channels), the mask is 1 on it."""
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(1, size, size, generator=g) > 0.6).float()
+    mask[:, 1:5, 2:4] = 1.0  # something asymmetric for the flips to move
+    signed = mask * 2 - 1
+    return signed.expand(3, -1, -1).clone(), signed.expand(3, -1, -1).clone(), mask, torch.tensor(1)
+
+
+def test_augmentation_applies_the_same_transform_to_map_image_and_mask():
+    from dermgan.data.augment import AugmentedPairs
+
+    size = 16
+    base = [_blob_item(size, seed) for seed in range(4)]
+    pairs = AugmentedPairs(base, copies=20, seed=3, flip=True, jitter=2.0)
+    seen = set()
+    for index in range(len(base), len(pairs)):
+        semantic, image, mask, condition = pairs[index]
+        t = pairs.transform(index, size)
+        seen.add((t.top, t.left, t.flip_h, t.flip_v))
+        # Independent reference: a x2 nearest resize is np.repeat; crop; flip with numpy.
+        src = base[index % len(base)][2][0].numpy()
+        big = np.repeat(np.repeat(src, 2, 0), 2, 1)[t.top : t.top + size, t.left : t.left + size]
+        if t.flip_h:
+            big = big[:, ::-1]
+        if t.flip_v:
+            big = big[::-1, :]
+        assert np.array_equal(mask[0].numpy(), big)
+        assert torch.equal(semantic, (mask * 2 - 1).expand(3, -1, -1))  # the map shows exactly the mask
+        # the image was resized bilinearly: at x2 every value keeps the sign of its nearest source pixel
+        assert torch.equal(image > 0, (mask > 0).expand(3, -1, -1))
+        assert condition.item() == 1 and semantic.shape == (3, size, size) and image.shape == (3, size, size)
+    assert len(seen) > 20  # many different crops and flips
+
+
+def test_augmentation_is_a_pure_function_of_the_index_and_copy_0_is_untouched():
+    from dermgan.data.augment import AugmentedPairs
+
+    base = [_blob_item(16, seed) for seed in range(3)]
+    a = AugmentedPairs(base, copies=4, seed=7, flip=True, jitter=1.25)
+    b = AugmentedPairs(base, copies=4, seed=7, flip=True, jitter=1.25)
+    for index in [11, 5, 11, 0, 9]:  # any order, repeated
+        assert all(torch.equal(x, y) for x, y in zip(a[index], b[index]))
+    for index in range(3):  # copy 0 is the data as it is (the loop's fixed sample grid)
+        assert all(torch.equal(x, y) for x, y in zip(a[index], base[index]))
+    other = AugmentedPairs(base, copies=4, seed=8, flip=True, jitter=1.25)
+    assert any(a.transform(i, 16) != other.transform(i, 16) for i in range(3, 12))
+    with pytest.raises(ValueError, match="jitter"):
+        AugmentedPairs(base, copies=2, seed=0, jitter=0.9)
+    with pytest.raises(IndexError):
+        a[12]
+
+
+def _tiny_training(tmp_path, steps, on_step=None, resume=True, **cfg_changes):
+    from dermgan.data.augment import AugmentedPairs
+    from dermgan.train import train
+
+    cfg = dataclasses.replace(PROFILES["smoke"].dermgan, base_filters=4, batch_size=2, steps=steps,
+                              checkpoint_every=2, sample_every=0, log_every=1, **cfg_changes)
+    torch.manual_seed(0)
+    recipe = dg.build("dermgan", cfg, image_size=16)
+    data = AugmentedPairs([_blob_item(16, seed) for seed in range(4)], copies=4, seed=0, jitter=1.25)
+    return recipe, train(recipe, data, dg.train_config(cfg, seed=0, device="cpu"), tmp_path, resume=resume,
+                         on_step=on_step)
+
+
+def test_augmented_training_resumes_exactly(tmp_path):
+    _tiny_training(tmp_path / "whole", steps=4, resume=False)
+
+    def crash(step):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_training(tmp_path / "resumed", steps=4, on_step=crash, resume=False)
+    _tiny_training(tmp_path / "resumed", steps=4)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["generator"]
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["generator"]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_evaluated_generator_is_the_ema_when_kept_and_says_so(tmp_path):
+    _tiny_training(tmp_path / "ema", steps=2, ema_decay=0.5)
+    saved = torch.load(tmp_path / "ema" / "generator.pt", weights_only=True)
+    G, meta = dg.evaluated_generator(tmp_path / "ema")
+    assert meta["evaluation"] == {"weights": "ema", "normalisation": "eval", "step": 2}
+    assert not G.training
+    assert all(torch.equal(v, saved["ema"][k]) for k, v in G.state_dict().items())
+    assert any(not torch.equal(saved["ema"][k], saved["generator"][k]) for k in saved["ema"])
+    _tiny_training(tmp_path / "raw", steps=2, ema_decay=0.5, eval_weights="raw")
+    G, meta = dg.evaluated_generator(tmp_path / "raw")
+    saved = torch.load(tmp_path / "raw" / "generator.pt", weights_only=True)
+    assert meta["evaluation"]["weights"] == "raw"
+    assert all(torch.equal(v, saved["generator"][k]) for k, v in G.state_dict().items())
+    _tiny_training(tmp_path / "none", steps=2)  # no EMA kept: "ema" falls back to the raw weights
+    assert dg.evaluated_generator(tmp_path / "none")[1]["evaluation"]["weights"] == "raw"

@@ -4,12 +4,16 @@ DermGAN's changes to Pix2Pix (papers.md sec. 1.3, partly unverified) are switche
 
     upsample       "transpose" (pix2pix) | "resize" (nearest-neighbour x2 + conv, DermGAN)
     lambda_lesion  weight of the lesion-masked L1 on top of the whole-image L1 (0 = off)
-    n_scales       1 = one 70x70 PatchGAN (pix2pix); > 1 = multi-scale D (pix2pixHD style) ...
-    lambda_fm      ... with feature matching of this weight (0 = off)
+    n_scales       1 = one 70x70 PatchGAN (pix2pix); > 1 = multi-scale D (pix2pixHD style)
+    lambda_fm      feature matching on D's features, pix2pixHD weights (0 = off; works with one scale too)
     encoding       "colour" (the paper's colour-coded map) | "onehot" (one channel per condition)
 
 Named variants: "pix2pix" (all switches at the Pix2Pix value, colour maps), "dermgan" (all DermGAN switches at
-the profile's values) and one ablation per switch, each reverting exactly one switch of "dermgan".
+the profile's values) and one ablation per switch, each differing from "dermgan" in exactly one field.
+
+Runs: the main "dermgan" model trains cfg.steps under its own name; the ablation table trains every variant
+cfg.seeds times for cfg.ablation_steps under `run_name(variant, seed)` = "<variant>-s<seed>" (checkpoints/,
+logs/ and samples/ use that name). Every notebook evaluates the generator that `evaluated_generator` returns.
 """
 
 from __future__ import annotations
@@ -75,10 +79,10 @@ def variants(cfg: DermGANConfig, ablation: bool | None = None) -> dict[str, Vari
         out["dermgan-no-lesion-l1"] = dataclasses.replace(
             full, name="dermgan-no-lesion-l1", lambda_lesion=0.0
         )
-    if full.n_scales > 1 or full.lambda_fm:
-        out["dermgan-single-d"] = dataclasses.replace(
-            full, name="dermgan-single-d", n_scales=1, lambda_fm=0.0
-        )
+    if full.n_scales > 1:  # one PatchGAN instead of several; feature matching (if on) stays, on that one
+        out["dermgan-single-d"] = dataclasses.replace(full, name="dermgan-single-d", n_scales=1)
+    if full.lambda_fm:
+        out["dermgan-no-fm"] = dataclasses.replace(full, name="dermgan-no-fm", lambda_fm=0.0)
     other_encoding = "onehot" if full.encoding == "colour" else "colour"
     out[f"dermgan-{other_encoding}"] = dataclasses.replace(
         full, name=f"dermgan-{other_encoding}", encoding=other_encoding
@@ -105,10 +109,8 @@ class Pix2PixRecipe:
             resize_padding=cfg.resize_padding,
         )
         self.discriminator = MultiScaleDiscriminator(
-            map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.norm, variant.n_scales, image_size
+            map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.d_norm or cfg.norm, variant.n_scales, image_size
         )
-        if variant.lambda_fm and variant.n_scales < 1:
-            raise ValueError("feature matching needs a discriminator")
 
     # -- what the training loop calls
     def generate(self, G: nn.Module, batch):
@@ -177,7 +179,7 @@ def train_config(cfg: DermGANConfig, seed: int = 0, device: str = "auto") -> Tra
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         lr_g=cfg.lr,
-        lr_d=cfg.lr,
+        lr_d=cfg.lr if cfg.lr_d is None else cfg.lr_d,
         beta1=cfg.beta1,
         decay_start=cfg.decay_start,
         ema_decay=cfg.ema_decay,
@@ -192,28 +194,60 @@ def train_config(cfg: DermGANConfig, seed: int = 0, device: str = "auto") -> Tra
     )
 
 
-def train_variant(name: str, ctx, train_data, resume: bool = True):
+def run_name(variant: str, seed: int) -> str:
+    """Folder name of one ablation-table run: checkpoints/, logs/ and samples/ use "<variant>-s<seed>"."""
+    return f"{variant}-s{seed}"
+
+
+def ablation_runs(cfg: DermGANConfig, seed: int, ablation: bool | None = None) -> list[tuple[str, str, int]]:
+    """(run name, variant, seed) of the ablation table: every variant x seeds seed .. seed + cfg.seeds - 1."""
+    if cfg.seeds < 1:
+        raise ValueError(f"DermGANConfig.seeds must be >= 1, got {cfg.seeds}")
+    return [(run_name(v, s), v, s) for v in variants(cfg, ablation) for s in range(seed, seed + cfg.seeds)]
+
+
+def training_dataset(train_data, recipe: "Pix2PixRecipe", steps: int, seed: int):
+    """MapDataset of a split, wrapped in the profile's joint augmentation (dermgan.data.augment) when it is on."""
+    from dermgan.data.augment import AugmentedPairs, copies_for
+    from dermgan.data.semantic import MapDataset
+
+    cfg = recipe.cfg
+    dataset = MapDataset(train_data, recipe.variant.encoding)
+    if not (cfg.augment_flip or cfg.augment_jitter > 1.0):
+        return dataset
+    copies = copies_for(steps, cfg.batch_size, len(dataset))
+    return AugmentedPairs(dataset, copies, seed, cfg.augment_flip, cfg.augment_jitter)
+
+
+def train_variant(
+    name: str, ctx, train_data, resume: bool = True, seed: int | None = None, steps: int | None = None,
+    run: str | None = None,
+):
     """Train one named variant on a SkinData split with the run context's profile; returns (recipe, result).
 
-    Writes checkpoints/<name>/{last.pt, generator.pt, grids/step_*.png} and logs/<name>.csv in the run
-    directory.
+    `seed` (default ctx.seed) and `steps` (default the profile's) select the run; `run` names its folders
+    (default `name`). Writes checkpoints/<run>/{last.pt, generator.pt, grids/step_*.png} and logs/<run>.csv in
+    the run directory.
     """
-    from dermgan.data.semantic import MapDataset
     from dermgan.train import train
 
+    seed = ctx.seed if seed is None else seed
+    run = name if run is None else run
     cfg = ctx.profile.dermgan
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
     recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
-    folder = ctx.run_dir / "checkpoints" / name
-    dataset = MapDataset(train_data, recipe.variant.encoding)
+    folder = ctx.run_dir / "checkpoints" / run
+    dataset = training_dataset(train_data, recipe, cfg.steps, seed)
     result = train(
         recipe,
         dataset,
-        train_config(cfg, ctx.seed, str(ctx.device)),
+        train_config(cfg, seed, str(ctx.device)),
         folder,
-        ctx.path("logs", f"{name}.csv"),
+        ctx.path("logs", f"{run}.csv"),
         folder / "grids",
         resume=resume,
-        desc=name,
+        desc=run,
     )
     return recipe, result
 
@@ -235,6 +269,35 @@ def load_generator(checkpoint_dir: str | Path, use_ema: bool = True, device="cpu
     G = recipe.generator
     G.load_state_dict(saved["ema"] if use_ema and saved.get("ema") is not None else saved["generator"])
     return G.to(device).eval(), meta
+
+
+EVAL_WEIGHTS = ("ema", "raw")
+
+
+def evaluated_generator(checkpoint_dir: str | Path, device="cpu") -> tuple[nn.Module, dict]:
+    """THE generator that notebooks 02, 05 (through samples/) and 06 evaluate, from checkpoint_dir/generator.pt.
+
+    Weights: the EMA of G when the run kept one and its config says eval_weights="ema", else the raw G.
+    Normalisation: eval mode (batch-norm running statistics, dropout off), so an image depends only on its own
+    map and not on the batch it is generated in. Returns (G, metadata) with metadata["evaluation"] recording
+    that choice (weights, normalisation, step); write it into samples/<model>/meta.json.
+    """
+    path = Path(checkpoint_dir) / "generator.pt"
+    saved = load_checkpoint(path)
+    if not isinstance(saved, dict) or "generator" not in saved or "recipe" not in saved:
+        raise ValueError(f"{path} is not a generator file written by dermgan.train")
+    want = saved["recipe"]["dermgan_config"].get("eval_weights", "ema")
+    if want not in EVAL_WEIGHTS:
+        raise ValueError(f"{path}: eval_weights {want!r} is not one of {EVAL_WEIGHTS}")
+    use_ema = want == "ema" and saved.get("ema") is not None
+    G, meta = load_generator(checkpoint_dir, use_ema=use_ema, device=device)
+    meta = dict(meta)
+    meta["evaluation"] = {
+        "weights": "ema" if use_ema else "raw",
+        "normalisation": "eval",
+        "step": int(saved.get("step", -1)),
+    }
+    return G, meta
 
 
 @torch.no_grad()
