@@ -8,7 +8,7 @@ ARGS ?=
 BIN := $(VENV)/bin
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup reproduce test unit nbval benchmarks lab clean-runs
+.PHONY: setup browser reproduce test unit nbval benchmarks lab clean-runs
 
 setup: $(VENV)/.installed
 
@@ -21,10 +21,22 @@ $(VENV)/.installed: requirements.txt requirements-weights.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name dermgan --display-name "Python (dermgan)" >/dev/null
 	touch $@
 
+# Debian's Chromium for the browser tests of the Turing-test page (tests/test_turing_browser.py; Playwright drives
+# it, never downloading a browser of its own). Skipped when /usr/bin/chromium exists. Without apt-get, or root /
+# sudo, it says why and goes on: those tests then skip, except in CI (CI=true), where they fail.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "make browser: cannot install Debian's chromium here (no apt-get or no root); browser tests will skip"; \
+	fi
+
 reproduce: setup
 	$(BIN)/python -m dermgan run --profile $(PROFILE) $(ARGS)
 
-test: setup unit nbval
+test: setup browser unit nbval
 
 unit: setup
 	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q tests

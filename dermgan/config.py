@@ -137,6 +137,15 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class TuringConfig:
+    """Notebook 08 (dermgan.turing): the rating study and the classifier two-sample test."""
+
+    n_per_model: int = 10  # synthetic images per model; as many real ones as all models' together
+    n_bootstrap: int = 1000  # replicates of the rater-and-item bootstrap intervals
+    c2st_steps: int = 300  # real-vs-generated classifier steps (width, batch, lr: classifier section)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     device_hint: str  # what the profile was sized for: "cpu" or "cuda"
@@ -145,6 +154,7 @@ class Profile:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    turing: TuringConfig = field(default_factory=TuringConfig)
     lesion_edit: LesionEditConfig = field(default_factory=LesionEditConfig)
 
     def replace(self, **sections) -> "Profile":
@@ -182,6 +192,7 @@ PROFILES: dict[str, Profile] = {
         metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
                               ssim_pairs=40),
         augmentation=AugmentationConfig(seeds=2, width=8, epochs=1, n_bootstrap=50),
+        turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=60),
         lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=20, batch_size=4, checkpoint_every=10,
                                      sample_every=10, log_every=5, n_eval=32, classifier_epochs=1),
     ),
@@ -198,6 +209,7 @@ PROFILES: dict[str, Profile] = {
         metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000, min_group=50,
                               ssim_pairs=1000, batch_size=128),
         augmentation=AugmentationConfig(seeds=5, architecture="resnet18", epochs=30, n_bootstrap=2000),
+        turing=TuringConfig(n_per_model=25, n_bootstrap=2000, c2st_steps=3000),
         lesion_edit=LesionEditConfig(base_filters=64, n_res_blocks=9, steps=100_000, batch_size=1,
                                      checkpoint_every=5000, sample_every=2500, log_every=100, classifier_epochs=30),
     ),
