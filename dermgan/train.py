@@ -12,8 +12,15 @@ One step: G forward, D step on detached outputs, G step through the frozen D (pi
 
 The loop owns: Adam for G and D, constant LR then linear decay to 0, EMA of G, bf16/fp16 autocast on CUDA,
 channels_last, torch.compile, DDP (`torchrun --nproc_per_node N`, or an already initialised process group;
-`batch_size` is the *global* batch, split evenly over ranks), loss CSV, sample grids, atomic checkpoints,
-step-exact resume and a non-finite-loss guard.
+`batch_size` is the *global* batch, split evenly over ranks; batch norm synchronised over the ranks), loss CSV,
+sample grids, atomic and fsynced checkpoints, step-exact resume and a non-finite-loss guard.
+
+Records survive kills: every rewrite goes through a temp file + os.replace (`write_atomic`); a loss log cut
+off by a kill is repaired on resume; temps of killed processes are removed at the next start
+(`remove_stale_temps`). Resume refuses a checkpoint of another run: other loop settings, other recipe metadata
+(variant, loss weights, widths; LOOP_ONLY_FIELDS excepted), another number of items, or, when the caller
+passes `provenance` (`data_fingerprint` of the training split), other data. `check_provenance` checks a
+generator.pt against the data before it is used for sampling.
 
 Step-exact resume: the data order is a pure function of (seed, step) (a seeded permutation per epoch, rank r
 takes slice r of each global batch) and the LR a pure function of the step, so a checkpoint only needs the
@@ -26,10 +33,13 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import math
 import os
 import pickle
 import random
+import re
+import shutil
 import time
 import warnings
 import zipfile
@@ -113,7 +123,11 @@ class StepBatches:
     """Index lists for steps start..steps-1, each this rank's slice of the global batch.
 
     Epoch e is a permutation drawn from a generator seeded with (seed, e); incomplete batches are dropped. The
-    global batch of a step does not depend on the world size, so N ranks see exactly what one process sees.
+    global batch of a step does not depend on the world size: N ranks together see the images one process sees.
+    That makes N ranks train the same model as one process only where every computation is per image or is
+    synchronised over the ranks: the loop synchronises batch norm (`synchronise_batch_norm`), but a loss that is
+    not a mean of equal per-image terms (e.g. a mean over the lesion pixels of the batch) averages differently,
+    and each rank draws its own dropout masks.
     """
 
     def __init__(
@@ -184,17 +198,89 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: a crash keeps the old file."""
+# Temporary files and folders are named ".<final name>.tmp-<pid>[-<anything>]", so that the next start can
+# tell a killed writer's leftovers (its process is gone) from a live writer's work in progress.
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)(-.*)?$")
+
+
+def temp_name(path: Path) -> Path:
+    """The temporary sibling of `path` that this process writes before renaming it into place."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; a pid this OS cannot have
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders in `folder` whose writing process no longer runs; returns them.
+
+    A SIGKILL during an atomic write leaves its temp behind (nothing runs to delete it). Temps of live
+    processes are kept: they may be another run writing into the same folder right now.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a power cut after os.replace could otherwise undo it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms that cannot open folders (Windows): the rename is all we can do
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, write, text: bool = False) -> None:
+    """Call `write(file)` on a temp file in the same folder, fsync it, os.replace it onto `path`, fsync the
+    folder: readers and later runs see the old file or the new one, never a part of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_name(path)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "w" if text else "wb", **({"newline": ""} if text else {})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save through write_atomic: a crash keeps the old file, a power cut cannot leave a torn one."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+_LEGACY_MAGIC = bytes.fromhex("6cfc9c46f9206aa85019")  # the magic number the pre-1.6 format pickles first
+
+
+def _looks_like_torch_file(head: bytes) -> bool:
+    return head.startswith(_ZIP_MAGIC) or (head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32])
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -202,6 +288,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with path.open("rb") as f:
+        head = f.read(32)
+    # without this check torch.load calls any bytes "a pickle that needs weights_only=False"
+    if not _looks_like_torch_file(head):
+        what = "an empty file" if not head else "neither a torch zip archive nor a legacy torch file"
+        raise CheckpointError(
+            f"{path} is corrupt or not a checkpoint ({what}); delete it to start over or restore a good copy"
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -228,6 +322,129 @@ def load_training_checkpoint(path: str | os.PathLike, map_location="cpu") -> dic
         raise CheckpointError(
             f"{path} is not a dermgan training checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
         )
+    return checkpoint
+
+
+_SHAPE_HINT = ("it was probably written for another variant or width of the model (base_filters, n_scales, "
+               "d_layers, encoding, number of classes); load it with the settings it was trained with, "
+               "or train anew")
+
+
+def load_weights(module: nn.Module, state: dict, source, part: str = "model") -> None:
+    """module.load_state_dict(state), with ONE line naming the file, the first mismatching tensor and the likely
+    cause instead of torch's list of every size mismatch."""
+    expected = module.state_dict()
+    wrong = [k for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{source}: {part} tensor {k!r} has shape {tuple(state[k].shape)} in the file but "
+            f"{tuple(expected[k].shape)} in this model ({len(wrong)} tensors differ); {_SHAPE_HINT}"
+        )
+    if missing or extra:
+        detail = (f"lacks tensor {missing[0]!r} ({len(missing)} missing)" if missing
+                  else f"has tensor {extra[0]!r} this model does not ({len(extra)} unexpected)")
+        raise CheckpointError(f"{source}: {part} {detail}; {_SHAPE_HINT}")
+    module.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Same run, same data: what resume and sampling check
+
+
+# Loop settings that decide the trained weights (the others, e.g. log_every or device, may change on resume).
+RESUME_CONFIG_KEYS = ("batch_size", "seed", "steps", "decay_start", "lr_g", "lr_d", "beta1", "beta2",
+                      "ema_decay")
+# Fields of recipe.metadata() that change how a run is logged, sampled, scheduled or evaluated, not what it
+# trains: they may differ on resume. Every other metadata value (variant, loss weights, widths) must match.
+LOOP_ONLY_FIELDS = frozenset({"checkpoint_every", "sample_every", "log_every", "n_sample_images",
+                              "num_workers", "compile", "amp", "n_eval", "eval_weights", "ablation",
+                              "ablation_steps", "seeds"})
+_ABSENT = "<absent>"
+
+
+def data_fingerprint(data, data_root: str | os.PathLike | None = None) -> dict:
+    """What a model is trained on, as plain values to store in checkpoints: for SkinData-like `data` (name,
+    image_size, table with image_id and label, images) its dataset name, data root, image size, number of
+    items, and a hash of the record ids, labels and the pixels of up to 64 evenly spaced images (which tells a
+    re-rendered or re-resized copy of the same records apart, without reading a large dataset in full)."""
+    import hashlib
+
+    table = data.table
+    digest = hashlib.sha256()
+    digest.update("\n".join(map(str, table["image_id"])).encode())
+    if "label" in table:
+        digest.update(np.asarray(table["label"], dtype=np.int64).tobytes())
+    for i in np.unique(np.linspace(0, len(data) - 1, num=min(64, len(data))).round().astype(int)):
+        digest.update(np.ascontiguousarray(data.images[i]).tobytes())
+    return {
+        "dataset": str(data.name),
+        "data_root": None if data_root is None else str(Path(data_root).expanduser().resolve()),
+        "image_size": int(data.image_size),
+        "n": int(len(data)),
+        "sha256": digest.hexdigest()[:16],
+    }
+
+
+def _first_difference(saved, now, where: str = ""):
+    """(dotted key, saved value, current value) of the first difference between two plain-value trees, or None.
+    Keys named in LOOP_ONLY_FIELDS are skipped at any depth."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in list(saved) + [k for k in now if k not in saved]:
+            if key in LOOP_ONLY_FIELDS:
+                continue
+            name = f"{where}.{key}" if where else key
+            found = _first_difference(saved.get(key, _ABSENT), now.get(key, _ABSENT), name)
+            if found:
+                return found
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(now, (list, tuple)):
+        saved, now = list(saved), list(now)  # a tuple comes back from the checkpoint as a list
+    return None if saved == now else (where, saved, now)
+
+
+def _way_out(path: Path) -> str:
+    return (f"Train in a run directory of its own (run_dir / --run-dir), delete {path.parent}, "
+            "or start over with resume=False (--fresh)")
+
+
+def _check_same_run(path: Path, checkpoint: dict, run: dict) -> None:
+    """Refuse to resume from a checkpoint of other data, another recipe or other loop settings."""
+    saved = {"config": {k: checkpoint["config"].get(k, _ABSENT) for k in RESUME_CONFIG_KEYS},
+             "recipe": checkpoint.get("recipe", {}), "n_items": checkpoint.get("n_items", run["n_items"])}
+    now = {"config": {k: run["config"][k] for k in RESUME_CONFIG_KEYS}, "recipe": run["recipe"],
+           "n_items": run["n_items"]}
+    if run["provenance"] is not None:  # the caller says what the data is: the checkpoint must say the same
+        saved["data"], now["data"] = checkpoint.get("provenance") or _ABSENT, run["provenance"]
+    found = _first_difference(saved, now)
+    if found is None:
+        return
+    key, old, new = found
+    if key == "data" and old == _ABSENT:
+        raise CheckpointError(f"{path} records no data fingerprint (written by an older version or without "
+                              f"one), so it cannot be shown to come from this data ({new.get('dataset')}); "
+                              + _way_out(path))
+    raise CheckpointError(f"{path} was written with {key}={old!r} but this run has {key}={new!r}; resuming "
+                          "would mix two different runs. " + _way_out(path))
+
+
+def check_provenance(path: str | os.PathLike, expected: dict) -> dict:
+    """Check a checkpoint (generator.pt or last.pt) was trained on the data `expected` describes
+    (`data_fingerprint` of the training split) before it is used, e.g. for sampling; returns the checkpoint."""
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.get("provenance") if isinstance(checkpoint, dict) else None
+    if saved is None:
+        raise CheckpointError(f"{path} records no data fingerprint, so it cannot be shown to come from this "
+                              f"data ({expected.get('dataset')}); retrain it with this version")
+    found = _first_difference({"data": saved}, {"data": expected})
+    if found is not None:
+        key, old, new = found
+        raise CheckpointError(f"{path} was trained with {key}={old!r} but the data here has {key}={new!r}; it "
+                              "belongs to another dataset or setting. Use the run directory it was trained in, "
+                              "or train it on this data")
     return checkpoint
 
 
@@ -271,6 +488,76 @@ def _dist_setup() -> tuple[int, int, int, bool]:
     return world, dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), True
 
 
+class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training-mode statistics are those of the global batch over all DDP ranks.
+
+    torch.nn.SyncBatchNorm refuses CPU tensors (torch 2.14: "expected input tensor to be on GPU"), so gloo
+    runs use this: sums over the ranks through torch.distributed.nn's differentiable all_reduce, whose backward sums the
+    gradients of the statistics over the ranks as well. Outside training or without a process group it is
+    plain batch norm; its parameters and buffers are named as BatchNorm's, so checkpoints are interchangeable.
+    """
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (N, C, ...), got {x.dim()}D")
+
+    def forward(self, x):
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims, shape = [0, *range(2, x.dim())], (1, -1) + (1,) * (x.dim() - 2)
+        count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
+        totals = all_reduce(torch.cat([x.sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:-1] / n
+        centred = x - mean.reshape(shape)
+        var = all_reduce(centred.square().sum(dims)) / n  # two passes: no cancellation of E[x^2] - E[x]^2
+        y = centred * torch.rsqrt(var + self.eps).reshape(shape)
+        if self.affine:
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(var.detach() * n / (n - 1), factor)  # unbiased, as BatchNorm keeps it
+        return y
+
+
+def synchronise_batch_norm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Replace every batch norm of `module` by one that normalises over all DDP ranks together (in place where
+    the module is not itself a batch norm; returns the module): torch's SyncBatchNorm on CUDA, ours elsewhere.
+
+    Without this each rank normalises by the statistics of its own shard, and N ranks train another model than
+    one process with the same global batch.
+    """
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+    def convert(bn: nn.modules.batchnorm._BatchNorm) -> DistributedBatchNorm:
+        new = DistributedBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                                   device=device)
+        if bn.affine:
+            new.weight, new.bias = bn.weight, bn.bias  # the same Parameters: optimisers and owners keep them
+        if bn.track_running_stats:
+            new.running_mean, new.running_var = bn.running_mean, bn.running_var
+            new.num_batches_tracked = bn.num_batches_tracked
+        return new.train(bn.training)
+
+    def is_plain_bn(m):
+        return isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, (DistributedBatchNorm,
+                                                                                       nn.SyncBatchNorm))
+
+    if is_plain_bn(module):
+        return convert(module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if is_plain_bn(child):
+                setattr(parent, name, convert(child))
+    return module
+
+
 def _resolve_amp(amp: str, device: torch.device) -> str:
     if device.type != "cuda":
         if amp in ("bf16", "fp16"):
@@ -296,6 +583,33 @@ def _write_grid(rows: list[np.ndarray], path: Path, pad: int = 2) -> None:
     Image.fromarray(grid).save(path)
 
 
+def _read_log(path: Path, start_step: int) -> tuple[list[str] | None, list[list[str]], str | None]:
+    """(header, rows up to start_step, what was damaged or None) of a loss log a killed run may have cut off.
+
+    A SIGKILL can stop an append in the middle of a row (the unfinished last line is dropped) or, with older
+    versions, the rewrite in the middle of the header (header None: the log must start anew).
+    """
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    damage = None
+    if text and not text.endswith("\n"):
+        text, damage = text[: text.rfind("\n") + 1], "an unfinished last line"
+    lines = list(csv.reader(io.StringIO(text, newline="")))
+    if not lines:
+        return None, [], "an empty or cut-off header"
+    header = lines[0]
+    if "step" not in header:
+        raise ValueError(f"{path} is not a loss log of this loop: its header {header} has no 'step' column. "
+                         "Move it away or pass another log_path")
+    column = header.index("step")
+    rows = []
+    for row in lines[1:]:
+        if len(row) != len(header) or not row[column].isdigit():
+            damage = "a malformed row"
+        elif int(row[column]) <= start_step:
+            rows.append(row)
+    return header, rows, damage
+
+
 class _CsvLog:
     """Loss log; on resume, rows after the resumed step are dropped so the file matches the weights."""
 
@@ -304,17 +618,32 @@ class _CsvLog:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
         if path.exists() and start_step > 0:
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.fields = reader.fieldnames
-                kept = [row for row in reader if int(row["step"]) <= start_step]
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.fields)
-                writer.writeheader()
-                writer.writerows(kept)
+            self._keep_rows_up_to(start_step)
         elif path.exists():
             path.unlink()
+
+    def _keep_rows_up_to(self, start_step: int) -> None:
+        header, rows, damage = _read_log(self.path, start_step)
+        if header is None:
+            kept = self.path.with_name(self.path.name + ".damaged")
+            os.replace(self.path, kept)
+            warnings.warn(f"loss log {self.path} had {damage} (a run killed while writing it); kept as "
+                          f"{kept.name}, a new log starts at step {start_step + 1} (the rows of steps "
+                          f"1-{start_step} are lost)")
+            return
+        if damage is not None:
+            warnings.warn(f"loss log {self.path} had {damage} (a run killed while writing it); dropped it, "
+                          f"{len(rows)} complete rows up to step {start_step} are kept")
+        self.fields = header
+
+        def write(f):
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+        write_atomic(self.path, write, text=True)  # a kill here keeps the old log (rows it has are still valid)
 
     def write(self, row: dict) -> None:
         if self.path is None:
@@ -343,24 +672,28 @@ def train(
     resume: bool = True,
     on_step=None,
     desc: str = "train",
+    provenance: dict | None = None,
 ) -> TrainResult:
     """Train `recipe`'s G and D on `dataset` (a map-style torch Dataset of batch-collatable items).
 
     Writes `checkpoint_dir/last.pt` (full state, every `checkpoint_every` steps and at the end) and
     `checkpoint_dir/generator.pt` (G and EMA weights only, at the end). With `resume` and an existing last.pt,
-    continues from it. `on_step(step_done)` is called after each step (tests use it to simulate a crash).
+    continues from it, after checking that it comes from the same run (see `_check_same_run`).
+    `on_step(step_done)` is called after each step (tests use it to simulate a crash).
+    `provenance`: plain values saying what the data is (`data_fingerprint`); stored in last.pt and generator.pt
+    and compared on resume, so that a checkpoint of other data is refused instead of silently continued.
     """
     world, rank, local_rank, owns_group = _dist_setup()
     try:
-        return _train(recipe, dataset, config, Path(checkpoint_dir), log_path, sample_dir, resume, on_step, desc,
-                      world, rank, local_rank)
+        return _train(recipe, dataset, config, Path(checkpoint_dir), log_path, sample_dir, resume, on_step,
+                      desc, world, rank, local_rank, provenance)
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
 def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sample_dir, resume, on_step, desc,
-           world: int, rank: int, local_rank: int) -> TrainResult:
+           world: int, rank: int, local_rank: int, provenance: dict | None) -> TrainResult:
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
@@ -372,15 +705,21 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
 
     G: nn.Module = recipe.generator.to(device, memory_format=memory_format)
     D: nn.Module = recipe.discriminator.to(device, memory_format=memory_format)
+    if world > 1:  # batch statistics over the global batch, as one process would compute them
+        G, D = synchronise_batch_norm(G, device), synchronise_batch_norm(D, device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
 
     checkpoint_path = checkpoint_dir / "last.pt"
+    if rank == 0:
+        remove_stale_temps(checkpoint_dir)  # temps of writes a kill interrupted
+    run = {"config": _config_record(cfg), "recipe": _metadata(recipe), "provenance": provenance,
+           "n_items": len(dataset)}
     start = 0
     if resume and checkpoint_path.exists():
-        start = _restore(checkpoint_path, cfg, world, rank, device, G, D, opt_g, opt_d, ema, scaler)
+        start = _restore(checkpoint_path, run, world, rank, device, G, D, opt_g, opt_d, ema, scaler)
     else:
         # Each rank draws its own dropout masks etc., reproducibly.
         random.seed(cfg.seed + rank)
@@ -481,9 +820,7 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
                 Path(sample_dir) / f"step_{step_done:06d}.png",
             )
         if (cfg.checkpoint_every and step_done % cfg.checkpoint_every == 0) or step_done == cfg.steps:
-            _save(
-                checkpoint_path, step_done, cfg, recipe, world, rank, device, G, D, opt_g, opt_d, ema, scaler
-            )
+            _save(checkpoint_path, step_done, run, world, rank, device, G, D, opt_g, opt_d, ema, scaler)
         if on_step is not None:
             on_step(step_done)
 
@@ -494,7 +831,8 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
             "step": cfg.steps,
             "generator": G.state_dict(),
             "ema": None if ema is None else ema.state_dict(),
-            "recipe": _metadata(recipe),
+            "recipe": run["recipe"],
+            "provenance": provenance,
         }
         save_atomic(final, checkpoint_dir / "generator.pt")
     if world > 1:
@@ -546,7 +884,7 @@ def _config_record(cfg: TrainConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def _save(path: Path, step: int, cfg, recipe, world, rank, device, G, D, opt_g, opt_d, ema, scaler) -> None:
+def _save(path: Path, step: int, run: dict, world, rank, device, G, D, opt_g, opt_d, ema, scaler) -> None:
     state = rng_state(device)
     if world > 1:  # every rank's RNG state, so each rank resumes its own random stream
         states = [None] * world
@@ -558,8 +896,7 @@ def _save(path: Path, step: int, cfg, recipe, world, rank, device, G, D, opt_g, 
             "format": CHECKPOINT_FORMAT,
             "step": step,
             "world_size": world,
-            "config": _config_record(cfg),
-            "recipe": _metadata(recipe),
+            **run,  # config, recipe metadata, provenance, n_items: what _check_same_run compares
             "generator": G.state_dict(),
             "discriminator": D.state_dict(),
             "opt_g": opt_g.state_dict(),
@@ -573,16 +910,9 @@ def _save(path: Path, step: int, cfg, recipe, world, rank, device, G, D, opt_g, 
         dist.barrier()
 
 
-def _restore(path: Path, cfg: TrainConfig, world, rank, device, G, D, opt_g, opt_d, ema, scaler) -> int:
+def _restore(path: Path, run: dict, world, rank, device, G, D, opt_g, opt_d, ema, scaler) -> int:
     checkpoint = load_training_checkpoint(path)
-    saved = checkpoint["config"]
-    for key in ("batch_size", "seed", "steps", "decay_start"):
-        if saved.get(key) != getattr(cfg, key):
-            raise CheckpointError(
-                f"{path} was written with {key}={saved.get(key)!r} but this run has "
-                f"{key}={getattr(cfg, key)!r}; resuming would not repeat the same run. Use "
-                "the same settings, another checkpoint folder, or resume=False"
-            )
+    _check_same_run(path, checkpoint, run)
     if checkpoint["world_size"] != world:
         raise CheckpointError(
             f"{path} was written by {checkpoint['world_size']} processes, this run has {world}; "
@@ -593,12 +923,12 @@ def _restore(path: Path, cfg: TrainConfig, world, rank, device, G, D, opt_g, opt
             f"{path}: EMA {'present' if checkpoint['ema'] is not None else 'absent'} in the "
             "checkpoint but not in this run's config (ema_decay)"
         )
-    G.load_state_dict(checkpoint["generator"])
-    D.load_state_dict(checkpoint["discriminator"])
+    load_weights(G, checkpoint["generator"], path, "generator")
+    load_weights(D, checkpoint["discriminator"], path, "discriminator")
     opt_g.load_state_dict(checkpoint["opt_g"])
     opt_d.load_state_dict(checkpoint["opt_d"])
     if ema is not None:
-        ema.load_state_dict(checkpoint["ema"])
+        load_weights(ema, checkpoint["ema"], path, "EMA generator")
     scaler.load_state_dict(checkpoint["scaler"])
     set_rng_state(checkpoint["rng"][rank], device)
     return int(checkpoint["step"])

@@ -1,9 +1,13 @@
 """The generic training loop: schedule, step-exact resume, DDP equivalence, NaN guard, checkpoint safety."""
 
+import copy
 import csv
 import dataclasses
 import os
+import re
 import socket
+
+import numpy as np
 
 import pytest
 import torch
@@ -12,6 +16,7 @@ import torch.multiprocessing as mp
 
 from dermgan.config import DermGANConfig
 from dermgan.models import dermgan as dg
+import dermgan.train as loop
 from dermgan.train import (
     CheckpointError,
     NonFiniteLossError,
@@ -142,6 +147,108 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     train(tiny_recipe(), ToyPairs(), _config(steps=2), tmp_path)
     with pytest.raises(CheckpointError, match="batch_size"):
         train(tiny_recipe(), ToyPairs(), _config(steps=2, batch_size=8), tmp_path)
+    with pytest.raises(CheckpointError, match="lr_d"):
+        train(tiny_recipe(), ToyPairs(), _config(steps=2, lr_d=1e-3), tmp_path)
+    with pytest.raises(CheckpointError, match="n_items=16 but this run has n_items=20"):
+        train(tiny_recipe(), ToyPairs(20), _config(steps=2), tmp_path)
+
+
+class FakeSplit:
+    """What data_fingerprint reads of a SkinData split: name, image size, ids, labels, images."""
+
+    def __init__(self, name="synthetic", n=16, size=SIZE, first_id=0, bright=0):
+        self.name, self.image_size = name, size
+        self.table = {"image_id": [f"img{first_id + i}" for i in range(n)], "label": [i % 3 for i in range(n)]}
+        self.images = np.full((n, size, size, 3), bright, np.uint8)
+
+    def __len__(self):
+        return len(self.images)
+
+
+@pytest.mark.parametrize(
+    "other, named",
+    [
+        (FakeSplit(name="ham10000"), "data.dataset='synthetic' but this run has data.dataset='ham10000'"),
+        (FakeSplit(size=64), "data.image_size=32"),
+        (FakeSplit(first_id=1), "data.sha256"),  # same size and count, other records
+        (FakeSplit(bright=7), "data.sha256"),  # same records, other pixels (a re-rendered or resized copy)
+    ],
+)
+def test_resume_refuses_a_checkpoint_of_other_data(tmp_path, other, named):
+    with pytest.raises(Crash):
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path, on_step=_stop_at(2),
+              provenance=loop.data_fingerprint(FakeSplit()))
+    with pytest.raises(CheckpointError, match=re.escape(named)) as error:
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path, provenance=loop.data_fingerprint(other))
+    assert "--run-dir" in str(error.value) and "\n" not in str(error.value)
+    # the same data resumes
+    same = loop.data_fingerprint(FakeSplit())
+    result = train(tiny_recipe(), ToyPairs(), _config(), tmp_path, provenance=same)
+    assert result.steps_this_run == 4
+    assert load_checkpoint(tmp_path / "generator.pt")["provenance"] == loop.data_fingerprint(FakeSplit())
+
+
+def test_data_root_is_part_of_the_fingerprint(tmp_path):
+    a = loop.data_fingerprint(FakeSplit(), tmp_path / "ham")
+    assert a["data_root"] == str((tmp_path / "ham").resolve()) and a["n"] == 16 and a["image_size"] == SIZE
+    assert loop.data_fingerprint(FakeSplit(), tmp_path / "ham_full") != a
+
+
+def test_a_checkpoint_without_a_fingerprint_is_not_trusted_for_data(tmp_path):
+    with pytest.raises(Crash):
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path, on_step=_stop_at(2))
+    with pytest.raises(CheckpointError, match="records no data fingerprint"):
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path, provenance=loop.data_fingerprint(FakeSplit()))
+
+
+def _recipe(name="dermgan", **changes):
+    torch.manual_seed(0)
+    cfg = DermGANConfig(**{**dict(base_filters=4, n_scales=2, lambda_fm=10.0), **changes})
+    return dg.build(name, cfg, SIZE)
+
+
+@pytest.mark.parametrize(
+    "other, named",
+    [
+        (dict(lambda_l1=10.0), "recipe.dermgan_config.lambda_l1=100.0 but this run has "),
+        (dict(lambda_lesion=0.0), "lambda_lesion"),
+        (dict(base_filters=8), "base_filters=4 but this run has recipe.dermgan_config.base_filters=8"),
+        (dict(name="pix2pix"), "recipe.variant.name='dermgan'"),
+    ],
+)
+def test_resume_refuses_another_variant_width_or_loss_weights(tmp_path, other, named):
+    with pytest.raises(Crash):
+        train(_recipe(), ToyPairs(), _config(), tmp_path, on_step=_stop_at(2))
+    with pytest.raises(CheckpointError, match=re.escape(named)) as error:
+        train(_recipe(**other), ToyPairs(), _config(), tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_loop_only_settings_may_change_on_resume(tmp_path):
+    with pytest.raises(Crash):
+        train(_recipe(), ToyPairs(), _config(), tmp_path, on_step=_stop_at(2))
+    result = train(_recipe(log_every=7, sample_every=3, checkpoint_every=1, n_eval=5), ToyPairs(),
+                   _config(log_every=2), tmp_path)
+    assert result.steps_this_run == 4
+
+
+def test_generator_files_are_checked_against_the_expected_data(tmp_path):
+    train(tiny_recipe(), ToyPairs(), _config(steps=1), tmp_path, provenance=loop.data_fingerprint(FakeSplit()))
+    saved = loop.check_provenance(tmp_path / "generator.pt", loop.data_fingerprint(FakeSplit()))
+    assert saved["step"] == 1
+    with pytest.raises(CheckpointError, match=r"generator\.pt was trained with data\.dataset='synthetic'"):
+        loop.check_provenance(tmp_path / "generator.pt", loop.data_fingerprint(FakeSplit(name="isic2017")))
+    train(tiny_recipe(), ToyPairs(), _config(steps=1), tmp_path / "old", resume=False)
+    with pytest.raises(CheckpointError, match="records no data fingerprint"):
+        loop.check_provenance(tmp_path / "old" / "generator.pt", loop.data_fingerprint(FakeSplit()))
+
+
+def _stop_at(step_wanted):
+    def on_step(step):
+        if step == step_wanted:
+            raise Crash
+
+    return on_step
 
 
 # -- NaN guard ----------------------------------------------------------------------------------------------
@@ -207,13 +314,14 @@ def test_pickled_checkpoint_is_refused(tmp_path):
 
 
 # -- DDP ----------------------------------------------------------------------------------------------------
-# Equivalence of 2 ranks x 2 images with 1 process x 4 images needs per-image computations only: batch norm
-# normalises with statistics of each rank's half batch (and DDP keeps rank 0's running stats), so it gives a
-# different function. With norm "none" (instance norm would do too, but it adds gradients that are zero up to
-# rounding, whose sign Adam's first steps amplify) and dropout 0 (each rank draws its own masks), every loss
-# is a mean over per-image terms of equal-sized shards, so the averaged gradients equal the full-batch ones
-# up to float summation order. The DermGAN lesion L1 is a mean over lesion pixels of the batch, which is not
-# shard-averageable, hence the pix2pix variant here.
+# Equivalence of 2 ranks x 2 images with 1 process x 4 images needs every computation to be per image or
+# synchronised over the ranks. Batch norm is synchronised by the loop (DistributedBatchNorm on gloo, as torch's
+# SyncBatchNorm refuses CPU tensors), so it is tested ON here; without that each rank normalises by its own
+# half batch and trains another model. Dropout is 0 (each rank draws its own masks). Every loss is a mean over
+# per-image terms of equal-sized shards, so the averaged gradients equal the full-batch ones up to float
+# summation order. (Instance norm would add gradients that are zero up to rounding, whose sign Adam's first
+# steps amplify; the convs before batch norm have no bias, as in pix2pix.) The DermGAN lesion L1 is a mean over
+# lesion pixels of the batch, which is not shard-averageable, hence the pix2pix variant here.
 
 DDP_STEPS = 3
 
@@ -222,12 +330,12 @@ def _ddp_config():
     return TrainConfig(steps=DDP_STEPS, batch_size=4, checkpoint_every=0, log_every=1, seed=1, device="cpu")
 
 
-def _ddp_worker(rank, world, port, out_dir):
+def _ddp_worker(rank, world, port, out_dir, norm):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        recipe = tiny_recipe(norm="none", dropout=0.0, name="pix2pix")
+        recipe = tiny_recipe(norm=norm, dropout=0.0, name="pix2pix")
         train(recipe, ToyPairs(), _ddp_config(), os.path.join(out_dir, "ddp"))
         torch.save(recipe.generator.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
         torch.save(recipe.discriminator.state_dict(), os.path.join(out_dir, f"rank{rank}_d.pt"))
@@ -242,19 +350,33 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path, norm):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), norm), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert state_equal(ranks[0], ranks[1])  # DDP keeps the ranks in lockstep
     d_ranks = [torch.load(tmp_path / f"rank{r}_d.pt", weights_only=True) for r in range(2)]
     assert state_equal(d_ranks[0], d_ranks[1])
 
-    single = tiny_recipe(norm="none", dropout=0.0, name="pix2pix")
+    single = tiny_recipe(norm=norm, dropout=0.0, name="pix2pix")
     train(single, ToyPairs(), _ddp_config(), tmp_path / "single")
-    start = tiny_recipe(norm="none", dropout=0.0, name="pix2pix").generator.state_dict()
+    start = tiny_recipe(norm=norm, dropout=0.0, name="pix2pix").generator.state_dict()
+    has_bn = any(key.endswith("running_var") for key in start)
+    assert has_bn == (norm == "batch")
     for key, value in single.generator.state_dict().items():
         assert not torch.equal(value, start[key]) or key.endswith("num_batches_tracked"), key  # it trained
-        torch.testing.assert_close(ranks[0][key], value, rtol=1e-5, atol=1e-7)
-    for key, value in single.discriminator.state_dict().items():
-        torch.testing.assert_close(d_ranks[0][key], value, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(ranks[0][key], value, rtol=1e-5, atol=1e-6 if has_bn else 1e-7)
+    for key, value in single.discriminator.state_dict().items():  # running statistics included
+        torch.testing.assert_close(d_ranks[0][key], value, rtol=1e-5, atol=1e-6 if has_bn else 1e-7)
     assert load_training_checkpoint(tmp_path / "ddp" / "last.pt")["world_size"] == 2
+
+
+def test_distributed_batch_norm_is_plain_batch_norm_without_a_process_group():
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    synced = loop.synchronise_batch_norm(copy.deepcopy(plain), torch.device("cpu"))
+    assert isinstance(synced[1], loop.DistributedBatchNorm)
+    assert synced.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(4, 3, 8, 8)
+    torch.testing.assert_close(synced(x), plain(x))
+    assert state_equal(synced.state_dict(), plain.state_dict())  # running statistics updated alike

@@ -156,7 +156,8 @@ def _write_cache(data: SkinData, folder, params: dict) -> None:
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    # named by process, so that the next start can remove it if this process is killed (remove_stale_temps)
+    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-{os.getpid()}-", dir=folder.parent))
     try:
         for name in _ARRAYS:
             np.save(temp / f"{name}.npy", getattr(data, name))
@@ -217,6 +218,9 @@ def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 6
     params = {"dataset": dataset, "image_size": int(image_size), "n_images": int(n_images), "seed": int(seed),
               "val_fraction": float(val_fraction), "test_fraction": float(test_fraction)}
     folder = Path(cache_dir) / cache_key(params)
+    from dermgan.train import remove_stale_temps  # lazy: the loop module imports torch
+
+    remove_stale_temps(cache_dir)  # half-written caches of killed runs
     if not (folder / "params.json").exists():
         _write_cache(make_synthetic(image_size, n_images, seed, val_fraction, test_fraction), folder, params)
     return _read_cache(folder)
