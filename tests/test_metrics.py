@@ -176,6 +176,64 @@ def test_colour_histogram_distances(real, split):
     assert image_histograms(real[:2]).sum(axis=2).tolist() == [[32 * 32] * 3] * 2
 
 
+def flat_images(levels_per_channel, n: int = 2, size: int = 4) -> np.ndarray:
+    """n images whose every pixel has the given (R, G, B) levels."""
+    return np.broadcast_to(np.asarray(levels_per_channel, np.uint8), (n, size, size, 3)).copy()
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_colour_wasserstein_of_a_shift_by_k_bins(k):
+    from dermgan.metrics import colour_histogram_distances
+
+    real, shifted = flat_images([20, 50, 10]), flat_images([20 + k, 50 + k, 10 + k])
+    levels = colour_histogram_distances(real, shifted, convention="levels")
+    assert levels["wasserstein"] == pytest.approx(k) and levels["units"].startswith("intensity levels")
+    melanogan = colour_histogram_distances(real, shifted)  # 256 bins on [0, 1]
+    assert melanogan["wasserstein"] == pytest.approx(k / 256) and melanogan["bins"] == 256
+    assert melanogan["jsd"] == pytest.approx(1.0)  # disjoint histograms: JSD base 2 is 1
+    # 64 bins of 4 levels: levels 20 and 20 + 4k fall k bins apart
+    coarse = colour_histogram_distances(real, flat_images([20 + 4 * k, 50 + 4 * k, 10 + 4 * k]), bins=64)
+    assert coarse["wasserstein"] == pytest.approx(k / 64)
+
+
+def test_colour_distances_split_mass_by_hand():
+    from dermgan.metrics import colour_histogram_distances
+
+    # real: half the pixels at level 0, half at 20 (every channel); fake: all at level 10.
+    real = np.concatenate([flat_images([0, 0, 0], 1), flat_images([20, 20, 20], 1)])
+    fake = flat_images([10, 10, 10], 2)
+    out = colour_histogram_distances(real, fake)
+    assert out["wasserstein"] == pytest.approx(10 / 256)  # every unit of mass moves 10 bins
+    assert out["jsd"] == pytest.approx(1.0)
+    # real: levels 0 and 20 again; fake: half at 0, half at 10 -> only the mass at 20 moves, by 10 bins;
+    # JSD: p = (1/2, 1/2) on {0, 20}, q = (1/2, 1/2) on {0, 10}, m = (1/2, 1/4, 1/4):
+    # KL(p||m) = 1/2 log2(1) + 1/2 log2(2) = 1/2, likewise KL(q||m), so JSD = 1/2.
+    fake = np.concatenate([flat_images([0, 0, 0], 1), flat_images([10, 10, 10], 1)])
+    out = colour_histogram_distances(real, fake, convention="levels")
+    assert out["wasserstein"] == pytest.approx(5.0) and out["jsd"] == pytest.approx(0.5)
+
+
+def test_colour_conventions_agree_and_bad_arguments(real, split):
+    from dermgan.metrics import colour_histogram_distances
+
+    levels = colour_histogram_distances(real, split, convention="levels")
+    unit = colour_histogram_distances(real, split, convention="melanogan")
+    assert unit["wasserstein"] == pytest.approx(levels["wasserstein"] / 256)
+    assert unit["jsd"] == pytest.approx(levels["jsd"])
+    results = {r.metric: r for r in compute("colour", real, split, MetricOptions(n_bootstrap=20))}
+    assert results["colour_wasserstein_01"].value == pytest.approx(unit["wasserstein"])
+    assert results["colour_wasserstein"].value == pytest.approx(levels["wasserstein"])
+    lo, hi = results["colour_wasserstein_01"].interval
+    assert lo * 256 == pytest.approx(results["colour_wasserstein"].interval[0])
+    assert hi * 256 == pytest.approx(results["colour_wasserstein"].interval[1])
+    with pytest.raises(ValueError, match="bins must divide 256"):
+        colour_histogram_distances(real, split, bins=100)
+    with pytest.raises(ValueError, match="unknown colour-histogram convention"):
+        colour_histogram_distances(real, split, convention="paper")
+    with pytest.raises(TypeError, match="generated images: expected uint8"):
+        colour_histogram_distances(real, split.astype(float))
+
+
 # ---------------------------------------------------------------------------------------------- memorisation, diversity
 
 def test_memorisation_flags_copies_not_independent(real, split, cheap_options):
@@ -207,7 +265,7 @@ def test_bootstrap_intervals_contain_point_estimates(real, split, cheap_options)
     condition = np.arange(len(real)) % 3
     results = evaluate(ImageSet(real, condition), ImageSet(blurred(split), condition), cheap_options)
     assert {r.metric for r in results} == {"fid", "kid", "precision", "recall", "colour_jsd",
-                                           "colour_wasserstein", "swd", "msssim_diversity"}
+                                           "colour_wasserstein", "colour_wasserstein_01", "swd", "msssim_diversity"}
     for r in results:
         assert r.interval[0] <= r.value <= r.interval[1], r
         assert r.interval[0] < r.interval[1] or r.metric in ("precision", "recall"), r
@@ -221,11 +279,34 @@ def test_breakdown_groups_and_small_groups(real, split, cheap_options):
     results = breakdown(["kid", "colour"], ImageSet(real, fitzpatrick=tone_real),
                         ImageSet(split, fitzpatrick=tone_gen), options, by="fitzpatrick")
     by_group = {(r.extra["group"], r.metric): r for r in results}
-    assert set(by_group) == {(g, m) for g in (2, 5) for m in ("kid", "colour_jsd", "colour_wasserstein")}
+    assert set(by_group) == {(g, m) for g in (2, 5)
+                             for m in ("kid", "colour_jsd", "colour_wasserstein", "colour_wasserstein_01")}
     assert np.isfinite(by_group[(2, "kid")].value) and by_group[(2, "kid")].n_generated == 75
     assert np.isnan(by_group[(5, "kid")].value) and "fewer than 8" in by_group[(5, "kid")].extra["note"]
     with pytest.raises(ValueError, match="no condition array"):
         breakdown(["kid"], real, split, options, by="condition")
+
+
+def test_unknown_labels_form_no_group(real, split, cheap_options):
+    """Samples of an unconditional model carry -1 (unknown) labels: breakdowns leave them out, and diversity pairs
+    are drawn among known conditions, or among all images when none is known."""
+    from dermgan.metrics.evaluate import known_labels, within_condition_pairs
+
+    assert known_labels(np.array([0, -1, 3, np.nan])).tolist() == [True, False, True, False]
+    options = MetricOptions(store=cheap_options.store, n_bootstrap=5, kid_subset_size=10, min_group=5)
+    real_set = ImageSet(real, condition=np.arange(80) % 2)
+    unconditional = ImageSet(split, condition=np.full(80, -1))
+    results = breakdown(["kid"], real_set, unconditional, options, by="condition")
+    assert sorted(r.extra["group"] for r in results) == [0, 1]  # no group -1
+    assert all(np.isnan(r.value) and "0 generated" in r.extra["note"] for r in results)
+    half_known = ImageSet(split, condition=np.where(np.arange(80) < 40, np.arange(80) % 2, -1))
+    results = breakdown(["kid"], real_set, half_known, options, by="condition")
+    assert [r.n_generated for r in results] == [20, 20]
+    rng = np.random.default_rng(0)
+    pairs = within_condition_pairs(half_known.condition, 80, 50, rng)
+    assert (pairs < 40).all() and (pairs[:, 0] % 2 == pairs[:, 1] % 2).all() and (pairs[:, 0] != pairs[:, 1]).all()
+    anywhere = within_condition_pairs(np.full(80, -1), 80, 200, rng)
+    assert len(anywhere) == 200 and (anywhere[:, 0] != anywhere[:, 1]).all() and anywhere.max() >= 40
 
 
 # ---------------------------------------------------------------------------------------------- extractors
@@ -237,6 +318,42 @@ def test_feature_cache_on_disk(tmp_path, real):
     assert len(files) == 1
     again = FeatureStore(get_extractor("pixel-stats"), cache_dir=tmp_path).features(real, "synthetic-train")
     np.testing.assert_array_equal(first, again)
+
+
+def test_feature_cache_every_set_once_and_never_a_wrong_file(tmp_path, real, split):
+    store = FeatureStore(get_extractor("pixel-stats"), cache_dir=tmp_path)
+    generated = store.features(split)  # an unnamed (generated) set is cached too
+    store.features(real, "train")
+    assert store.computed == 2 and len(list(tmp_path.glob("*.npz"))) == 2
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temp files
+    resumed = FeatureStore(get_extractor("pixel-stats"), cache_dir=tmp_path)  # a new process, same run dir
+    np.testing.assert_array_equal(resumed.features(split), generated)
+    assert (resumed.computed, resumed.loaded) == (0, 1)
+    # A file holding another set's features under this set's name is not reused.
+    (path,) = tmp_path.glob("set-*.npz")
+    train_file = next(p for p in tmp_path.glob("train-*.npz"))
+    path.write_bytes(train_file.read_bytes())
+    with pytest.warns(UserWarning, match="recomputing"):
+        again = FeatureStore(get_extractor("pixel-stats"), cache_dir=tmp_path).features(split)
+    np.testing.assert_array_equal(again, generated)
+    path.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="unreadable feature cache"):
+        FeatureStore(get_extractor("pixel-stats"), cache_dir=tmp_path).features(split)
+    # Another precision is another key: its own file, never the fp32 one.
+    bf16 = FeatureStore(get_extractor("pixel-stats"), cache_dir=tmp_path, precision="bf16")
+    assert bf16.identity == "pixel-stats-v1-bf16"
+    bf16.features(split)
+    assert bf16.computed == 1 and len(list(tmp_path.glob("set-*-bf16-*.npz"))) == 1
+
+
+def test_bf16_features_close_to_fp32(real):
+    fp32 = extract_features(real, get_extractor("pixel-stats"))
+    bf16 = extract_features(real, get_extractor("pixel-stats"), precision="bf16")
+    assert bf16.dtype == np.float64 and bf16.shape == fp32.shape
+    scale = np.abs(fp32).max()
+    assert 0 < np.abs(bf16 - fp32).max() < 0.02 * scale  # bf16 keeps 8 bits of mantissa: ~0.4 % per value
+    with pytest.raises(ValueError, match="precision"):
+        extract_features(real, get_extractor("pixel-stats"), precision="fp8")
 
 
 def test_domain_extractor_uses_features_method(real):
@@ -414,3 +531,91 @@ def test_copy_threshold_flags_planted_near_copies(size):
     assert (pairwise_ssim(train, near_copies) >= threshold).all()
     assert (pairwise_ssim(train, others) < threshold).all()
     assert (pairwise_ssim(train, noisy(train, sigma=40.0)) < threshold).all()
+
+
+# ------------------------------------------------------------------------------------ FID-infinity, KID interval
+
+def _gaussian_fid(mu_a, var_a, mu_b, var_b) -> float:
+    """Fréchet distance between two Gaussians with diagonal covariances (closed form)."""
+    return float(((mu_a - mu_b) ** 2).sum() + ((np.sqrt(var_a) - np.sqrt(var_b)) ** 2).sum())
+
+
+def test_inverse_n_fit_recovers_a_line():
+    from dermgan.metrics.distribution import extrapolate_in_inverse_n
+
+    ns = np.array([50.0, 100.0, 200.0, 400.0])
+    assert extrapolate_in_inverse_n(ns, 3.0 + 7.0 / ns) == pytest.approx((3.0, 7.0, 1.0))
+
+
+def test_fid_infinity_curve_ends_at_the_full_set_fid():
+    from dermgan.metrics.distribution import fid_infinity
+
+    rng = np.random.default_rng(4)
+    for d in (6, 300):  # moment path (n > d) and Gram path (n < d)
+        x, y = rng.normal(size=(90, d)), rng.normal(0.2, 1.1, size=(90, d))
+        result = fid_infinity(x, y, MetricOptions(fid_inf_bootstrap=3, fid_inf_points=4))
+        assert sorted(result.extra["curve"]) == [27, 48, 69, 90]
+        assert result.extra["curve"][90] == pytest.approx(fid_by_hand(x, y), rel=1e-6)
+        assert result.interval[0] <= result.value <= result.interval[1]
+    with pytest.raises(ValueError, match="distinct subset sizes"):
+        fid_infinity(x[:5], y[:5], MetricOptions(fid_inf_bootstrap=1))
+
+
+def test_fid_infinity_removes_the_small_n_bias_on_gaussians():
+    """Gaussian features with a known large-sample FID: at n = 200 per set plain FID is biased upwards by most of
+    its value; the 1/n extrapolation (averaged over independent draws) lands near the true value."""
+    from dermgan.metrics.distribution import fid_infinity
+
+    d = 16
+    mu_b, var_b = np.full(d, 0.2), np.linspace(0.5, 2.0, d)
+    truth = _gaussian_fid(np.zeros(d), np.ones(d), mu_b, var_b)
+    rng = np.random.default_rng(0)
+    extrapolated, plain = [], []
+    for _ in range(16):
+        x = rng.normal(size=(200, d))
+        y = mu_b + rng.normal(size=(200, d)) * np.sqrt(var_b)
+        extrapolated.append(fid_infinity(x, y, MetricOptions(fid_inf_bootstrap=2)).value)
+        plain.append(fid_by_hand(x, y))
+    plain_bias, inf_bias = np.mean(plain) - truth, np.mean(extrapolated) - truth
+    assert plain_bias > 0.4 * truth  # the bias the extrapolation has to remove is large here
+    assert abs(inf_bias) < 0.2 * plain_bias, (truth, np.mean(plain), np.mean(extrapolated))
+
+
+def _expected_cubic_kernel(a, b) -> float:
+    """E[(x.y/d + 1)^3] for independent x ~ N(mu_a, diag var_a), y ~ N(mu_b, diag var_b), in closed form.
+
+    s = x.y/d is a sum of independent products u_i = x_i y_i / d; their cumulants add, and E[u_i^k] is the product
+    of the Gaussian raw moments E[x_i^k] E[y_i^k] (mu, mu^2 + v, mu^3 + 3 mu v) over d^k.
+    """
+    (mu_a, var_a), (mu_b, var_b) = a, b
+    d = len(mu_a)
+    moments = lambda mu, v: (mu, mu ** 2 + v, mu ** 3 + 3 * mu * v)  # noqa: E731
+    (a1, a2, a3), (b1, b2, b3) = moments(mu_a, var_a), moments(mu_b, var_b)
+    u1, u2, u3 = a1 * b1, a2 * b2, a3 * b3
+    k1 = u1.sum() / d
+    k2 = (u2 - u1 ** 2).sum() / d ** 2
+    k3 = (u3 - 3 * u2 * u1 + 2 * u1 ** 3).sum() / d ** 3
+    e1, e2, e3 = k1, k2 + k1 ** 2, k3 + 3 * k2 * k1 + k1 ** 3
+    return float(e3 + 3 * e2 + 3 * e1 + 1)
+
+
+def test_kid_interval_covers_the_true_mmd():
+    """Simulated coverage of KID's 95 % interval: the true MMD^2 (closed form for Gaussians) is inside it in
+    most of 60 independent draws, and the interval is about as wide as the spread across those draws."""
+    d = 4
+    p, q = (np.zeros(d), np.ones(d)), (np.full(d, 0.3), np.full(d, 1.3))
+    truth = _expected_cubic_kernel(p, p) + _expected_cubic_kernel(q, q) - 2 * _expected_cubic_kernel(p, q)
+    assert truth > 0.3
+    rng = np.random.default_rng(1)
+    options = MetricOptions(n_bootstrap=100, kid_subset_size=50, kid_subsets=20)
+    covered, widths, values = [], [], []
+    for _ in range(60):
+        x = rng.normal(p[0], np.sqrt(p[1]), (100, d))
+        y = rng.normal(q[0], np.sqrt(q[1]), (100, d))
+        result = kid(x, y, options)
+        covered.append(result.interval[0] <= truth <= result.interval[1])
+        widths.append(result.interval[1] - result.interval[0])
+        values.append(result.value)
+    assert np.mean(covered) >= 0.85, np.mean(covered)  # 95 % nominal; 51 of 60 or more
+    assert 2.5 < np.mean(widths) / np.std(values) < 6.0  # a 95 % normal interval spans 3.9 sd
+    assert abs(np.mean(values) - truth) < 3 * np.std(values) / np.sqrt(60)  # and KID is unbiased

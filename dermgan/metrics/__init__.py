@@ -10,27 +10,29 @@ Typical use::
 """
 
 from dermgan.metrics.core import ImageSet, MetricOptions, MetricResult, as_image_set, percentile_interval
-from dermgan.metrics.distribution import (fid, fid_from_features, fid_from_grams, kid, kid_from_features,
-                                          precision_recall, precision_recall_from_features)
+from dermgan.metrics.distribution import (fid, fid_from_features, fid_from_grams, fid_infinity, kid,
+                                          kid_from_features, precision_recall, precision_recall_from_features)
 from dermgan.metrics.evaluate import (FEATURE_METRICS, SET_METRICS, breakdown, compute, evaluate, nan_result,
                                       results_table)
 from dermgan.metrics.features import (EXTRACTORS, INCEPTION_ENV, INCEPTION_SHA256, DomainExtractor, FeatureStore,
                                       InceptionExtractor, PixelStatsExtractor, WeightsError, extract_features,
                                       get_extractor, inception_score, inception_weights_path,
                                       load_inception_torchscript)
-from dermgan.metrics.image_stats import colour_statistics, histogram_distances, sliced_wasserstein
+from dermgan.metrics.image_stats import (COLOUR_CONVENTIONS, colour_histogram_distances, colour_statistics,
+                                        histogram_distances, sliced_wasserstein)
 from dermgan.metrics.memorisation import MemorisationReport, memorisation, memorisation_audit
 from dermgan.metrics.similarity import msssim_config, pairwise_msssim, pairwise_ssim
 
 __all__ = [
     "ImageSet", "MetricOptions", "MetricResult", "as_image_set", "percentile_interval",
-    "fid", "fid_from_features", "fid_from_grams", "kid", "kid_from_features", "precision_recall",
+    "fid", "fid_from_features", "fid_from_grams", "fid_infinity", "kid", "kid_from_features", "precision_recall",
     "precision_recall_from_features",
     "FEATURE_METRICS", "SET_METRICS", "breakdown", "compute", "evaluate", "nan_result", "results_table",
     "EXTRACTORS", "INCEPTION_ENV", "INCEPTION_SHA256", "DomainExtractor", "FeatureStore", "InceptionExtractor",
     "PixelStatsExtractor", "WeightsError", "extract_features", "get_extractor", "inception_score",
     "inception_weights_path", "load_inception_torchscript",
-    "colour_statistics", "histogram_distances", "sliced_wasserstein",
+    "COLOUR_CONVENTIONS", "colour_histogram_distances", "colour_statistics", "histogram_distances",
+    "sliced_wasserstein",
     "MemorisationReport", "memorisation", "memorisation_audit",
     "msssim_config", "pairwise_msssim", "pairwise_ssim",
 ]

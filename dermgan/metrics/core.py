@@ -15,7 +15,7 @@ from dermgan.metrics.features import FeatureStore, check_images
 class ImageSet:
     """uint8 (N, H, W, 3) images plus optional per-image metadata used for grouping (condition, Fitzpatrick).
 
-    `dataset` names a real set (e.g. "synthetic-train"); only named sets are cached on disk.
+    `dataset` names the set (e.g. "synthetic-train"); it labels the set's feature-cache file.
     """
 
     images: np.ndarray
@@ -40,7 +40,7 @@ class ImageSet:
 
     def features(self, store: FeatureStore) -> np.ndarray:
         """This set's features from `store`, kept with the set so that subsets (select) never re-extract."""
-        key = store.extractor.identity
+        key = store.identity
         if key not in self._features:
             self._features[key] = store.features(self.images, self.dataset)
         return self._features[key]
@@ -80,6 +80,10 @@ class MetricOptions:
     kid_subset_size: int = 100
     kid_subsets: int = 100
     pr_k: int = 3  # Kynkäänniemi et al. 2019 neighbourhood size
+    fid_inf_points: int = 8  # FID-infinity: subset sizes n, evenly spaced ...
+    fid_inf_min_fraction: float = 0.3  # ... from this fraction of the smaller set to all of it
+    fid_inf_draws: int = 3  # random subsets per size for the estimate
+    fid_inf_bootstrap: int = 50  # resamples for its interval (each refits the whole curve, one subset per size)
     ssim_pairs: int = 200  # image pairs per set (or per condition) for MS-SSIM diversity
     swd_patches: int = 32  # 7x7 patches per image per pyramid level ...
     swd_max_descriptors: int = 8192  # ... capped so that a level holds at most this many per set

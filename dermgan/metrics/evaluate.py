@@ -27,6 +27,11 @@ def fid_metric(real, generated, options):
     return [distribution.fid(fr, fg, options, name)]
 
 
+def fid_infinity_metric(real, generated, options):
+    fr, fg, name = _features(real, generated, options, "fid_infinity")
+    return [distribution.fid_infinity(fr, fg, options, name)]
+
+
 def kid_metric(real, generated, options):
     fr, fg, name = _features(real, generated, options, "kid")
     return [distribution.kid(fr, fg, options, name)]
@@ -52,17 +57,30 @@ def memorisation_metric(real, generated, options):
 
 # ---------------------------------------------------------------------------------------------- diversity
 
+def known_labels(values) -> np.ndarray:
+    """Which entries of a label array are known: not missing (None/NaN) and not negative (-1 = unknown, as in
+    samples of unconditional models)."""
+    series = pd.Series(np.asarray(values, dtype=object))
+    numeric = pd.to_numeric(series, errors="coerce")
+    return (series.notna() & ~(numeric < 0)).to_numpy()
+
+
 def within_condition_pairs(condition: np.ndarray | None, n: int, n_pairs: int, rng) -> np.ndarray:
-    """(P, 2) random pairs of distinct images sharing a condition (any pair when there are no conditions)."""
-    labels = np.zeros(n, dtype=np.int64) if condition is None else np.asarray(condition)
-    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    """(P, 2) random pairs of distinct images sharing a condition. Images of unknown condition are left out; when
+    no condition is known (or there is no array) any two images make a pair."""
+    known = np.zeros(n, bool) if condition is None else known_labels(condition)
+    if not known.any():
+        codes = np.zeros(n, dtype=np.int64)
+    else:
+        codes = np.where(known, pd.factorize(pd.Series(np.asarray(condition, dtype=object)))[0], -1)
+    members = {c: np.flatnonzero(codes == c) for c in np.unique(codes) if c >= 0}
     eligible = np.concatenate([rows for rows in members.values() if len(rows) >= 2] or [np.empty(0, int)])
     if len(eligible) == 0:
         return np.empty((0, 2), dtype=np.int64)
     pairs = np.empty((n_pairs, 2), dtype=np.int64)
     for p in range(n_pairs):
         first = rng.choice(eligible)
-        group = members[labels[first]]
+        group = members[codes[first]]
         second = rng.choice(group[group != first])
         pairs[p] = first, second
     return pairs
@@ -96,14 +114,15 @@ def msssim_diversity_metric(real, generated, options):
 
 SET_METRICS: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "fid": (fid_metric, ("fid",)),
+    "fid_infinity": (fid_infinity_metric, ("fid_infinity",)),
     "kid": (kid_metric, ("kid",)),
     "precision_recall": (precision_recall_metric, ("precision", "recall")),
-    "colour": (colour_metric, ("colour_jsd", "colour_wasserstein")),
+    "colour": (colour_metric, ("colour_jsd", "colour_wasserstein", "colour_wasserstein_01")),
     "swd": (swd_metric, ("swd",)),
     "msssim_diversity": (msssim_diversity_metric, ("msssim_diversity",)),
     "memorisation": (memorisation_metric, ("nn_closer_share", "copy_share")),
 }
-FEATURE_METRICS = ("fid", "kid", "precision_recall", "memorisation")
+FEATURE_METRICS = ("fid", "fid_infinity", "kid", "precision_recall", "memorisation")
 
 
 def compute(metric: str, real, generated, options: MetricOptions) -> list[MetricResult]:
@@ -130,12 +149,14 @@ def breakdown(metrics, real, generated, options: MetricOptions, by: str = "condi
     """The metrics within each group of `by` ("condition" or "fitzpatrick"), groups from both sets' arrays.
 
     A group with fewer than options.min_group images in either set is not silently dropped: it gets NaN
-    results whose extra["note"] says why. Every result has extra["group"] and extra["by"].
+    results whose extra["note"] says why. Every result has extra["group"] and extra["by"]. Unknown labels
+    (missing, NaN or negative: -1 in samples of an unconditional model) form no group; such images count in no
+    group, so a set with no known label gets the "fewer than" NaN results in every group.
     """
     real, generated = as_image_set(real, "real set"), as_image_set(generated, "generated set")
     r_groups, g_groups = real.groups(by), generated.groups(by)
-    present = pd.unique(np.concatenate([pd.Series(r_groups).dropna().to_numpy(),
-                                        pd.Series(g_groups).dropna().to_numpy()]))
+    present = pd.unique(np.concatenate([np.asarray(r_groups, dtype=object)[known_labels(r_groups)],
+                                        np.asarray(g_groups, dtype=object)[known_labels(g_groups)]]))
     results = []
     for group in sorted(present):
         r_rows = np.flatnonzero(pd.Series(r_groups).eq(group).fillna(False).to_numpy())

@@ -11,6 +11,8 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +96,6 @@ def load_inception_torchscript(path: Path | None = None) -> torch.jit.ScriptModu
     if found != INCEPTION_SHA256:
         raise WeightsError(f"{path}: sha256 {found} is not the pinned FID network ({INCEPTION_SHA256}); "
                            f"reinstall {INCEPTION_PACKAGE} with --no-deps")
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
         return torch.jit.load(str(path), map_location="cpu").eval()
@@ -259,67 +259,127 @@ def get_extractor(name: str, network: torch.nn.Module | None = None, weights: st
     raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"feature precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 @torch.no_grad()
 def extract_features(images: np.ndarray, extractor, batch_size: int = 32, device: str | torch.device = "cpu",
-                     desc: str | None = None) -> np.ndarray:
-    """float64 (N, D) features of uint8 (N, H, W, 3) images, in batches on `device`."""
+                     desc: str | None = None, precision: str = "fp32") -> np.ndarray:
+    """float64 (N, D) features of uint8 (N, H, W, 3) images, in batches on `device`.
+
+    precision="bf16" runs the network under bf16 autocast (features still returned as float64); whether that moves
+    FID/KID less than their intervals is measured in benchmarks/bench_metrics.py.
+    """
     images = check_images(images)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
     extractor = extractor.to(device).eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16")
     chunks = []
     starts = range(0, len(images), batch_size)
     for start in progress(starts, desc=desc or f"{extractor.name} features", leave=False):
         batch = extractor.prepare(images[start:start + batch_size]).to(device)
-        chunks.append(extractor(batch).double().cpu().numpy())
+        with autocast:
+            chunks.append(extractor(batch).double().cpu().numpy())
     features = np.concatenate(chunks)
     if not np.isfinite(features).all():
         raise FloatingPointError(f"{extractor.name} produced non-finite features")
     return features
 
 
-class FeatureStore:
-    """Features of image sets for one extractor: memoised by data hash, real sets also cached on disk.
+CACHE_FORMAT = "dermgan.features/2"
 
-    Disk key: (dataset name, image size, n, extractor identity, hash of the images), one .npz per set.
+
+class FeatureStore:
+    """Features of image sets for one extractor: memoised in memory and, with a cache_dir, cached on disk.
+
+    Every set is cached (real and generated alike), one .npz per set, so a set's features are computed once per
+    run directory and shared by every notebook that points a store at the same folder (the convention is
+    `<run_dir>/metrics/cache`); a resumed or repeated run reads them back. The key is (extractor identity, which
+    hashes the weights, + precision; SHA-1 of the images' shape and bytes; image size; n): the file name carries
+    it and the file stores it, and a file whose stored key differs or that cannot be read is recomputed, never
+    reused. Writes are atomic (temp file in the same folder + os.replace).
     """
 
     def __init__(self, extractor, cache_dir: str | os.PathLike | None = None, batch_size: int = 32,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", precision: str = "fp32"):
         self.extractor = extractor
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.batch_size = batch_size
         self.device = device
+        self.precision = check_precision(precision)
         self._memo: dict[str, np.ndarray] = {}
+        self.computed = 0  # sets extracted by this store (not read from memory or disk): lets tests and notebooks
+        self.loaded = 0  # ... show that nothing is recomputed on resume
 
     @property
     def name(self) -> str:
         return self.extractor.name
 
-    def cache_path(self, images: np.ndarray, dataset: str, digest: str) -> Path:
+    @property
+    def identity(self) -> str:
+        """What the features depend on besides the images: the extractor's weights and the arithmetic."""
+        suffix = "" if self.precision == "fp32" else f"-{self.precision}"
+        return f"{self.extractor.identity}{suffix}"
+
+    def cache_path(self, images: np.ndarray, dataset: str | None, digest: str) -> Path:
         n, size = len(images), images.shape[1]
-        return self.cache_dir / f"{dataset}-{size}px-n{n}-{self.extractor.identity}-{digest[:16]}.npz"
+        label = "".join(c if c.isalnum() or c in "-_." else "_" for c in (dataset or "set"))
+        return self.cache_dir / f"{label}-{size}px-n{n}-{self.identity}-{digest[:16]}.npz"
+
+    def _read(self, path: Path, key: dict) -> np.ndarray | None:
+        """The cached features if the file exists and was written for exactly this key, else None."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                found = {name: str(stored[name]) for name in key}
+                features = stored["features"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+            warnings.warn(f"{path}: unreadable feature cache ({error}); recomputing", stacklevel=3)
+            return None
+        if found != key or len(features) != int(key["n"]):
+            warnings.warn(f"{path}: cached for {found}, not {key}; recomputing", stacklevel=3)
+            return None
+        return features
 
     def features(self, images: np.ndarray, dataset: str | None = None) -> np.ndarray:
-        """Features of `images`; with `dataset` (a real set's name) and a cache_dir, read/write the disk cache."""
+        """Features of `images` (from memory, the disk cache, or computed and cached). `dataset` only labels the
+        cache file; the images' hash is what identifies them."""
         images = check_images(images)
         digest = data_hash(images)
         if digest in self._memo:
             return self._memo[digest]
-        path = self.cache_path(images, dataset, digest) if (dataset and self.cache_dir) else None
-        if path is not None and path.is_file():
-            features = np.load(path)["features"]
-        else:
-            features = extract_features(images, self.extractor, self.batch_size, self.device)
+        key = {"format": CACHE_FORMAT, "extractor": self.identity, "digest": digest, "n": str(len(images)),
+               "size": "x".join(str(v) for v in images.shape[1:3])}
+        path = self.cache_path(images, dataset, digest) if self.cache_dir is not None else None
+        features = self._read(path, key) if path is not None else None
+        if features is None:
+            features = extract_features(images, self.extractor, self.batch_size, self.device,
+                                        precision=self.precision)
+            self.computed += 1
             if path is not None:
-                _atomic_savez(path, features=features)
+                _atomic_savez(path, features=features, **{name: np.asarray(value) for name, value in key.items()})
+        else:
+            self.loaded += 1
         self._memo[digest] = features
         return features
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp.npz")
-    np.savez(temp, **arrays)
-    os.replace(temp, path)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, **arrays)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,9 +1,14 @@
 """Image statistics without a feature network.
 
-- MelanoGAN-style colour statistics (Baur et al. 2018): per-channel 256-bin histograms accumulated over each set
-  and normalised to sum 1; Jensen-Shannon divergence (base 2, so in [0, 1]) and 1-D Wasserstein distance (in
-  intensity levels, on bin centres 0..255), each averaged over R, G, B. The paper's exact definition is not
-  available (papers.md sec. 2.3); this is the stated one.
+- MelanoGAN-style colour statistics (Baur et al. 2018): per-channel histograms accumulated over each set and
+  normalised to sum 1; Jensen-Shannon divergence (base 2, so in [0, 1]) and 1-D Wasserstein distance, each averaged
+  over R, G, B. The Wasserstein distance comes in two units (`colour_histogram_distances(..., convention=)`):
+    "levels"    256 bins on the intensity-level axis 0..255: a shift of every pixel by k levels gives W1 = k;
+    "melanogan" `bins` bins (default 256) on a [0, 1] intensity axis (bin centres (i + 0.5) / bins): W1 is a
+                fraction of the full intensity range, a shift by k bins gives k / bins, so with 256 bins it is the
+                "levels" value / 256. This is the scale on which the MelanoGAN table (0.008-0.05) can be read.
+  The paper's exact definition (bin count, axis, JSD base) is not available (papers.md sec. 2.3); these are the
+  stated ones, and numbers beside the paper's are comparable only as far as its convention matches.
 - Sliced Wasserstein distance on Laplacian-pyramid patches (Karras et al. 2018, progressive GAN): 7x7x3 patches
   from every pyramid level down to `swd_min_size`, SWD per level over random unit directions, reported x1e3 as in
   the paper and averaged over levels. One deviation, on purpose: both sets' descriptors are normalised with the
@@ -21,50 +26,96 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 from dermgan.metrics.core import MetricOptions, MetricResult, bootstrap, result_with_interval
+from dermgan.metrics.features import check_images
 
-BIN_CENTRES = np.arange(256, dtype=np.float64)
+LEVELS = 256
+COLOUR_CONVENTIONS = ("melanogan", "levels")
 
-
-# ---------------------------------------------------------------------------------------------- colour histograms
 
 def image_histograms(images: np.ndarray) -> np.ndarray:
-    """Per-image, per-channel pixel counts: int64 (N, 3, 256)."""
+    """Per-image, per-channel pixel counts over the 256 intensity levels: int64 (N, 3, 256)."""
     n = len(images)
     flat = images.reshape(n, -1, 3).transpose(0, 2, 1).astype(np.int64)  # (N, 3, P)
-    offsets = (np.arange(n)[:, None, None] * 3 + np.arange(3)[None, :, None]) * 256
-    counts = np.bincount((flat + offsets).ravel(), minlength=n * 3 * 256)
-    return counts.reshape(n, 3, 256)
+    offsets = (np.arange(n)[:, None, None] * 3 + np.arange(3)[None, :, None]) * LEVELS
+    counts = np.bincount((flat + offsets).ravel(), minlength=n * 3 * LEVELS)
+    return counts.reshape(n, 3, LEVELS)
 
 
 def set_histogram(per_image: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Normalised (3, 256) histogram of a set (rows may repeat: a bootstrap resample)."""
+    """Normalised (3, bins) histogram of a set (rows may repeat: a bootstrap resample)."""
     total = per_image.sum(axis=0) if rows is None else per_image[rows].sum(axis=0)
     return total / total.sum(axis=1, keepdims=True)
 
 
-def histogram_distances(p: np.ndarray, q: np.ndarray) -> tuple[float, float]:
-    """(JSD, Wasserstein) between two (3, 256) normalised histograms, averaged over channels."""
+def rebin(per_image: np.ndarray, bins: int) -> np.ndarray:
+    """(N, 3, 256) level counts merged into `bins` equal-width bins (bins must divide 256)."""
+    if bins < 1 or LEVELS % bins:
+        raise ValueError(f"colour histograms: bins must divide {LEVELS} (e.g. 256, 128, 64, 32), got {bins}")
+    return per_image.reshape(*per_image.shape[:-1], bins, LEVELS // bins).sum(axis=-1)
+
+
+def bin_axis(convention: str, bins: int = LEVELS) -> tuple[np.ndarray, str]:
+    """Bin positions and the unit of the Wasserstein distance for a convention (see the module docstring)."""
+    if convention == "levels":
+        if bins != LEVELS:
+            raise ValueError(f"the 'levels' convention has {LEVELS} bins (one per level), got bins={bins}")
+        return np.arange(LEVELS, dtype=np.float64), "intensity levels (0-255)"
+    if convention == "melanogan":
+        return (np.arange(bins, dtype=np.float64) + 0.5) / bins, "fraction of the intensity range ([0, 1] axis)"
+    raise ValueError(f"unknown colour-histogram convention {convention!r}; use one of {COLOUR_CONVENTIONS}")
+
+
+def histogram_distances(p: np.ndarray, q: np.ndarray, axis: np.ndarray | None = None) -> tuple[float, float]:
+    """(JSD base 2, Wasserstein on `axis`) between two (3, bins) normalised histograms, averaged over channels.
+    `axis` defaults to the intensity levels 0..255."""
+    axis = np.arange(p.shape[-1], dtype=np.float64) if axis is None else axis
     jsd = np.mean([jensenshannon(p[c], q[c], base=2) ** 2 for c in range(3)])  # scipy returns the sqrt
-    w1 = np.mean([wasserstein_distance(BIN_CENTRES, BIN_CENTRES, p[c], q[c]) for c in range(3)])
+    w1 = np.mean([wasserstein_distance(axis, axis, p[c], q[c]) for c in range(3)])
     return float(jsd), float(w1)
 
 
+def colour_histogram_distances(real: np.ndarray, fake: np.ndarray, convention: str = "melanogan",
+                               bins: int = LEVELS) -> dict:
+    """Colour-histogram distances between two uint8 (N, H, W, 3) image sets, for tables beside MelanoGAN's.
+
+    Returns {"jsd", "wasserstein", "bins", "units", "convention"}: JSD base 2 (in [0, 1]) and the Wasserstein
+    distance in the convention's units, both averaged over R, G, B. convention="melanogan" (the default) puts
+    `bins` bins on a [0, 1] intensity axis; "levels" uses the 256 levels (W1 in levels).
+    """
+    axis, units = bin_axis(convention, bins)
+    p = set_histogram(rebin(image_histograms(check_images(real, "real images")), bins))
+    q = set_histogram(rebin(image_histograms(check_images(fake, "generated images")), bins))
+    jsd, w1 = histogram_distances(p, q, axis)
+    return {"jsd": jsd, "wasserstein": w1, "bins": int(bins), "units": units, "convention": convention}
+
+
 def colour_statistics(real: np.ndarray, generated: np.ndarray, options: MetricOptions
-                      ) -> tuple[MetricResult, MetricResult]:
-    """Colour-histogram JSD and Wasserstein distance, with intervals from resampling images."""
+                      ) -> tuple[MetricResult, MetricResult, MetricResult]:
+    """Colour-histogram JSD and Wasserstein distance (in levels and on the MelanoGAN [0, 1] axis, 256 bins),
+    with intervals from resampling images."""
     h_real, h_gen = image_histograms(real), image_histograms(generated)
-    jsd, w1 = histogram_distances(set_histogram(h_real), set_histogram(h_gen))
-    pairs = []
+    unit_axis, unit_name = bin_axis("melanogan")
+    level_axis, level_name = bin_axis("levels")
+
+    def distances(r=None, g=None):
+        p, q = set_histogram(h_real, r), set_histogram(h_gen, g)
+        jsd, w_levels = histogram_distances(p, q, level_axis)
+        return jsd, w_levels, histogram_distances(p, q, unit_axis)[1]
+
+    point = distances()
     rng = options.rng(4)
+    replicates = []
     for _ in range(options.n_bootstrap):
         r, g = rng.integers(0, len(real), len(real)), rng.integers(0, len(generated), len(generated))
-        pairs.append(histogram_distances(set_histogram(h_real, r), set_histogram(h_gen, g)))
-    pairs = np.asarray(pairs).reshape(-1, 2)
+        replicates.append(distances(r, g))
+    replicates = np.asarray(replicates).reshape(-1, 3)
     n_r, n_g = len(real), len(generated)
-    return (result_with_interval("colour_jsd", jsd, pairs[:, 0], n_r, n_g, options, None, bins=256, base=2,
-                                 bounds=(0.0, 1.0)),
-            result_with_interval("colour_wasserstein", w1, pairs[:, 1], n_r, n_g, options, None, bins=256,
-                                 bounds=(0.0, 255.0)))
+    return (result_with_interval("colour_jsd", point[0], replicates[:, 0], n_r, n_g, options, None, bins=LEVELS,
+                                 base=2, bounds=(0.0, 1.0)),
+            result_with_interval("colour_wasserstein", point[1], replicates[:, 1], n_r, n_g, options, None,
+                                 bins=LEVELS, units=level_name, bounds=(0.0, 255.0)),
+            result_with_interval("colour_wasserstein_01", point[2], replicates[:, 2], n_r, n_g, options, None,
+                                 bins=LEVELS, units=unit_name, convention="melanogan", bounds=(0.0, 1.0)))
 
 
 # ---------------------------------------------------------------------------------------------- sliced Wasserstein

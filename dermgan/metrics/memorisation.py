@@ -11,6 +11,10 @@ without a held-out set, for each training image against the other training image
   nearest-neighbour distance. About 0.5 for a generator that behaves like fresh real data; near 1 = memorising.
 - copies: generated images whose feature distance is below `copy_distance_fraction` x the 1 % quantile of the
   real-to-real distances, or whose SSIM is at least max(`copy_ssim`, 99 % quantile of real-to-real SSIM).
+
+Features: whatever options.store extracts. Use domain features (a skin network's embedding): the question "is this
+a copy of a training image" needs no ImageNet network, and Inception features of a whole training split are the
+most expensive thing in notebook 05. SSIM uses the window of similarity.ssim_config (7 px at 64 px and below).
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def _reference(train: ImageSet, holdout, f_train: np.ndarray, options: MetricOpt
     the same training and held-out images computes them once."""
     store = options.store
     holdout = as_image_set(holdout, "held-out set") if holdout is not None else None
-    key = (store.extractor.identity, data_hash(train.images), None if holdout is None else data_hash(holdout.images),
+    key = (store.identity, data_hash(train.images), None if holdout is None else data_hash(holdout.images),
            options.ssim_candidates)
     if key not in _REFERENCES:
         if holdout is not None:
@@ -124,7 +128,8 @@ def memorisation(train, generated, options: MetricOptions, holdout=None) -> tupl
     common = dict(reference="held-out" if holdout is not None else "leave-one-out")
     return (
         result_with_interval("nn_closer_share", report.closer_share, closer[draws].mean(axis=1), n_t, n_g,
-                             options, name, bounds=(0.0, 1.0), median_reference_distance=float(np.median(report.reference_distance)),
+                             options, name, bounds=(0.0, 1.0),
+                             median_reference_distance=float(np.median(report.reference_distance)),
                              **common),
         result_with_interval("copy_share", float(report.flagged.mean()),
                              report.flagged[draws].mean(axis=1), n_t, n_g, options, name, bounds=(0.0, 1.0),
