@@ -243,6 +243,25 @@ def test_generator_files_are_checked_against_the_expected_data(tmp_path):
         loop.check_provenance(tmp_path / "old" / "generator.pt", loop.data_fingerprint(FakeSplit()))
 
 
+def test_train_variant_stores_the_fingerprint_and_refuses_other_data(tmp_path):
+    import dermgan.runtime
+    from dermgan.data.dataset import make_synthetic
+
+    ctx = dermgan.runtime.start("smoke", str(tmp_path), 0, "cpu", "synthetic", None,
+                                dermgan={"steps": 2, "batch_size": 4, "base_filters": 4, "checkpoint_every": 1,
+                                         "sample_every": 0, "log_every": 1})
+    first, second = (make_synthetic(32, 60, seed=seed, workers=1).split("train") for seed in (3, 4))
+    n = min(len(first), len(second))  # the same count: only the data tells the two apart
+    first, second = first.select(np.arange(n)), second.select(np.arange(n))
+    dg.train_variant("pix2pix", ctx, first)
+    saved = load_checkpoint(tmp_path / "checkpoints" / "pix2pix" / "last.pt")
+    assert saved["provenance"] == loop.data_fingerprint(first) and saved["provenance"]["n"] == n
+    with pytest.raises(CheckpointError, match=r"data\.sha256=.* but this run has data\.sha256="):
+        dg.train_variant("pix2pix", ctx, second)
+    _, result = dg.train_variant("pix2pix", ctx, first)  # the same data resumes (nothing left to do)
+    assert result.steps_this_run == 0 and result.step == 2
+
+
 def _stop_at(step_wanted):
     def on_step(step):
         if step == step_wanted:

@@ -229,7 +229,7 @@ def train_variant(
     (default `name`). Writes checkpoints/<run>/{last.pt, generator.pt, grids/step_*.png} and logs/<run>.csv in
     the run directory.
     """
-    from dermgan.train import train
+    from dermgan.train import data_fingerprint, train
 
     seed = ctx.seed if seed is None else seed
     run = name if run is None else run
@@ -248,6 +248,7 @@ def train_variant(
         folder / "grids",
         resume=resume,
         desc=run,
+        provenance=data_fingerprint(train_data, ctx.data_root),  # resume refuses a checkpoint of other data
     )
     return recipe, result
 
