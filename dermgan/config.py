@@ -146,6 +146,42 @@ class TuringConfig:
 
 
 @dataclass(frozen=True)
+class MelanoGANConfig:
+    """Notebook 03: MelanoGAN baselines (DCGAN, LAPGAN, DDGAN) and Furger's unconditional model
+    (dermgan.models.dcgan, lapgan, melanogan). MelanoGANs' known settings (papers.md sec. 2.2, unverified): LSGAN,
+    64-d noise, batch 8; everything else is our choice. Furger's values are from their code (sec. 3.3, 3.6)."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    noise_dim: int = 64
+    gan_loss: str = "lsgan"  # "vanilla" | "lsgan" | "hinge"
+    lr: float = 2e-4  # MelanoGANs' optimiser is unknown: DCGAN's Adam settings
+    beta1: float = 0.5
+    decay_start: float = 0.5  # constant LR for this fraction of the steps, then linear to 0
+    base_filters: int = 16  # DCGAN G/D channels at half a network's image size, doubling per halving ...
+    max_filters: int = 256  # ... up to this
+    pyramid_levels: int = 3  # LAPGAN / DDGAN levels; the coarsest is image_size / 2**(levels - 1) px (>= 8)
+    level_filters: int = 32  # width of the LAPGAN residual generators and DDGAN refinement stages
+    level_layers: int = 3  # conv layers per LAPGAN level / DDGAN stage
+    noise_channels: int = 1  # LAPGAN: noise planes per level k >= 1 (Denton et al. use one)
+    melanoma_only: bool = True  # also train "<model>-melanoma" on the training melanomas alone
+    furger: bool = True  # also train "furger-dcgan" on healthy and lesioned skin
+    furger_noise_dim: int = 100
+    furger_filters: int = 64  # first transposed conv of Furger's G (512 in their code) ...
+    furger_d_filters: int = 16  # ... and first conv of each sub-discriminator (32 in their code)
+    furger_lr: float = 5e-5  # Adam, TF default betas
+    furger_beta1: float = 0.9
+    label_smoothing: float = 0.1  # TF semantics: real targets 1 - 0.1 / 2 = 0.95
+    furger_dropout: float = 0.3
+    amp: str = "auto"
+    compile: bool = False
+    num_workers: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 250
+    log_every: int = 25
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     device_hint: str  # what the profile was sized for: "cpu" or "cuda"
@@ -156,6 +192,7 @@ class Profile:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     turing: TuringConfig = field(default_factory=TuringConfig)
     lesion_edit: LesionEditConfig = field(default_factory=LesionEditConfig)
+    melanogan: MelanoGANConfig = field(default_factory=MelanoGANConfig)
 
     def replace(self, **sections) -> "Profile":
         """A copy with single fields overridden: `profile.replace(data={"image_size": 32})`.
@@ -195,6 +232,8 @@ PROFILES: dict[str, Profile] = {
         turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=60),
         lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=20, batch_size=4, checkpoint_every=10,
                                      sample_every=10, log_every=5, n_eval=32, classifier_epochs=1),
+        melanogan=MelanoGANConfig(steps=30, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
+                                  furger_d_filters=8, checkpoint_every=15, sample_every=15, log_every=5),
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
                    classifier=ClassifierConfig(width=32, epochs=8, batch_size=64)),
@@ -212,6 +251,9 @@ PROFILES: dict[str, Profile] = {
         turing=TuringConfig(n_per_model=25, n_bootstrap=2000, c2st_steps=3000),
         lesion_edit=LesionEditConfig(base_filters=64, n_res_blocks=9, steps=100_000, batch_size=1,
                                      checkpoint_every=5000, sample_every=2500, log_every=100, classifier_epochs=30),
+        melanogan=MelanoGANConfig(steps=50_000, base_filters=32, max_filters=1024, pyramid_levels=4,
+                                  level_filters=64, furger_filters=512, furger_d_filters=32,
+                                  checkpoint_every=5000, sample_every=2500, log_every=100, num_workers=4),
     ),
 }
 
