@@ -1,13 +1,13 @@
 """Turing test: a rating study of real versus generated skin images, its analysis, and a machine baseline.
 
-Study. `design_study` picks real images (the test split) and generated ones (samples/<model>/samples.npz) in
-*sets*: one set is one image of each model plus as many real images, all of the same condition and all from
-different test rows. So real and synthetic are balanced (50 %), every model has the same number of items, the
-condition mix of the real images equals that of every model's, and no real image appears next to a synthetic
-one made from its own semantic map (which would give it away). Sets are spread over the conditions in turn; the
-items are shuffled with the recorded seed. `write_study` writes one self-contained HTML page (dermgan.turing_page)
-and a manifest JSON with the truth, both named after the study id (a hash of the design and the pixels), so a
-rebuilt study never overwrites one that raters already have.
+Study. `design_study` takes the same number of held-out samples from every model (samples/<model>/samples.npz),
+spread over each model's conditions, and as many real test images as all samples together, with the samples'
+conditions where the test split has them: real and synthetic are balanced (50 %) and share their condition mix
+(the manifest says when the test split could not match it, e.g. for melanoma-only models). No test row appears
+twice, so a real image never sits beside a synthetic one made from its own semantic map (which would give it
+away). The items are shuffled with the recorded seed. `write_study` writes one self-contained HTML page
+(dermgan.turing_page) and a manifest JSON with the truth, both named after the study id (a hash of the design and
+the pixels), so a rebuilt study never overwrites one that raters already have.
 
 Analysis. `read_responses` checks the CSV files the page exports against the manifest (one-line error naming
 file and line); `analyse` gives accuracy per rater and overall with exact binomial tests against 50 %,
@@ -86,10 +86,12 @@ class Study:
     items: list[dict]  # in presentation order: id, position, truth, model, condition, label, fitzpatrick, ...
     images: np.ndarray  # uint8 (n_items, H, W, 3), row i = items[i]
     n_per_model: int
+    condition_matched: bool  # the real images have exactly the samples' known conditions
 
     def manifest(self) -> dict:
         return {"format": STUDY_FORMAT, "study_id": self.study_id, "seed": self.seed, "dataset": self.dataset,
                 "classes": list(self.classes), "n_per_model": self.n_per_model,
+                "condition_matched": self.condition_matched,
                 "models": sorted({i["model"] for i in self.items if i["model"]}),
                 "answers": list(ANSWERS), "positive": POSITIVE, "confidence_levels": list(CONFIDENCE_LEVELS),
                 "confidence_labels": list(CONFIDENCE_LABELS), "response_columns": list(RESPONSE_COLUMNS),
@@ -119,81 +121,89 @@ def pool_from_split(test) -> ImagePool:
                      np.arange(len(test)))
 
 
-def _pick_set(condition, real: ImagePool, models: dict, used_rows: set, used_samples: dict):
-    """One image of each model and as many real ones, all of `condition`, no test row used twice: (model picks,
-    real picks, test rows taken), or None when the condition has no such set left."""
-    taken_rows, picks = set(), []
-    for name, pool in models.items():
-        for j in np.flatnonzero(pool.condition == condition):
-            row = int(pool.source_index[j])
-            if j in used_samples[name] or (row >= 0 and (row in used_rows or row in taken_rows)):
-                continue
-            picks.append((name, int(j)))
-            if row >= 0:
-                taken_rows.add(row)
-            break
-        else:
-            return None
-    real_picks = [int(j) for j in np.flatnonzero(real.condition == condition)
-                  if int(real.source_index[j]) not in used_rows | taken_rows][:len(models)]
-    if len(real_picks) < len(models):
-        return None
-    return picks, real_picks, taken_rows | {int(real.source_index[j]) for j in real_picks}
+def _round_robin(candidates, keys, n: int, rng, take) -> list[int]:
+    """Up to n of `candidates` (in the order given), one per key in turn (keys in a random order); take(c) says
+    whether c may be used, and claims it when it may."""
+    queues = {int(k): [int(c) for c, kk in zip(candidates, keys) if kk == k] for k in rng.permutation(np.unique(keys))}
+    picked = []
+    while len(picked) < n and any(queues.values()):
+        for key, queue in queues.items():
+            while queue and len(picked) < n:
+                candidate = queue.pop(0)
+                if take(candidate):
+                    picked.append(candidate)
+                    break
+    return picked
+
+
+def _known(label) -> bool:
+    return int(label) >= 0
 
 
 def design_study(real: ImagePool, models: dict[str, ImagePool], classes, n_per_model: int, seed: int,
                  dataset: str = "synthetic") -> Study:
-    """The balanced, shuffled study (see the module docstring); an impossible size is an error naming the
-    largest possible one."""
+    """The balanced, shuffled study (see the module docstring); an impossible size is an error naming what
+    is short.
+
+    Each model gives n_per_model samples spread over its conditions in turn; then as many real test images as
+    all models' samples together, condition by condition as many as the samples have (when the test split
+    has them; the rest, and the match of samples of unknown condition, spread over the conditions in turn).
+    No test row is shown twice, as a real image or as the input of a sample. Condition -1 = unknown (an
+    unconditional model), Fitzpatrick type outside 1..6 = unknown (stored as 0).
+    """
     if not models:
         raise TuringError("no generated samples to rate: no samples/<model>/samples.npz in the run directory")
     if n_per_model < 1:
         raise TuringError(f"n_per_model must be >= 1, got {n_per_model}")
     rng = np.random.default_rng([seed, 14])
-    # Shuffled copies, so that picking "the first free one" is a random pick.
-    real_order = rng.permutation(len(real.images))
-    real_s = ImagePool(*(a[real_order] for a in dataclasses.astuple(real)))
-    shuffled = {}
+    used_rows: set[int] = set()
+
+    def claim_row(row: int) -> bool:
+        if row >= 0 and row in used_rows:
+            return False
+        if row >= 0:
+            used_rows.add(row)
+        return True
+
+    entries = []  # (truth, model, pool, index in pool)
     for name in sorted(models):
-        order = rng.permutation(len(models[name].images))
-        shuffled[name] = ImagePool(*(a[order] for a in dataclasses.astuple(models[name])))
-    used_rows, used_samples = set(), {name: set() for name in shuffled}
-    conditions = [int(c) for c in rng.permutation(np.unique(real.condition))]
-    sets = []
-    while len(sets) < n_per_model and conditions:
-        for condition in list(conditions):  # one set per condition in turn, dropping exhausted ones
-            if len(sets) == n_per_model:
-                break
-            picked = _pick_set(condition, real_s, shuffled, used_rows, used_samples)
-            if picked is None:
-                conditions.remove(condition)
-                continue
-            picks, real_rows, taken = picked
-            used_rows |= taken
-            for name, j in picks:
-                used_samples[name].add(j)
-            sets.append((condition, picks, real_rows))
-    if len(sets) < n_per_model:
-        raise TuringError(f"only {len(sets)} balanced sets (one image per model + as many real ones, same "
-                          f"condition, distinct test rows) can be made from these images; n_per_model "
-                          f"{n_per_model} is too large")
-    entries = []
-    for condition, picks, real_rows in sets:
-        for name, j in picks:
-            entries.append(("synthetic", name, shuffled[name], j))
-        entries.extend(("real", None, real_s, r) for r in real_rows)
+        pool = models[name]
+        order = rng.permutation(len(pool.images))
+        picked = _round_robin(order, pool.condition[order], n_per_model, rng,
+                              lambda j, pool=pool: claim_row(int(pool.source_index[j])))
+        if len(picked) < n_per_model:
+            raise TuringError(f"model {name}: only {len(picked)} samples whose test row is not used already; "
+                              f"n_per_model {n_per_model} is too large")
+        entries += [("synthetic", name, pool, j) for j in picked]
+    wanted = np.bincount([int(e[2].condition[e[3]]) for e in entries if _known(e[2].condition[e[3]])],
+                         minlength=len(classes))
+    order = rng.permutation(len(real.images))
+    real_picks = []
+    for label in range(len(classes)):  # condition by condition, as many as the samples have
+        rows = order[real.condition[order] == label]
+        real_picks += _round_robin(rows, np.zeros(len(rows)), int(wanted[label]), rng,
+                                   lambda j: claim_row(int(real.source_index[j])))
+    condition_matched = len(real_picks) == int(wanted.sum())
+    missing = len(entries) - len(real_picks)  # unknown-condition samples and shortfalls: any condition, in turn
+    real_picks += _round_robin(order, real.condition[order], missing, rng,
+                               lambda j: claim_row(int(real.source_index[j])))
+    if len(real_picks) < len(entries):
+        raise TuringError(f"the test split has {len(real_picks)} real images free for {len(entries)} samples "
+                          f"({len(models)} models x {n_per_model}); use a smaller n_per_model or fewer models")
+    entries += [("real", None, real, j) for j in real_picks]
     entries = [entries[k] for k in rng.permutation(len(entries))]
     items, images = [], []
     for position, (truth, model, pool, j) in enumerate(entries):
-        label = int(pool.condition[j])
+        label, tone = int(pool.condition[j]), int(pool.fitzpatrick[j])
         items.append({"id": f"item-{position + 1:03d}", "position": position, "truth": truth, "model": model,
-                      "condition": classes[label], "label": label, "fitzpatrick": int(pool.fitzpatrick[j]),
-                      "source_index": int(pool.source_index[j])})
+                      "condition": classes[label] if label >= 0 else None, "label": label,
+                      "fitzpatrick": tone if 1 <= tone <= 6 else 0, "source_index": int(pool.source_index[j])})
         images.append(pool.images[j])
     images = np.stack(images)
     digest = hashlib.sha256(json.dumps([items, list(classes), seed, dataset]).encode())
     digest.update(np.ascontiguousarray(images).tobytes())
-    return Study(digest.hexdigest()[:12], seed, dataset, tuple(classes), items, images, n_per_model)
+    return Study(digest.hexdigest()[:12], seed, dataset, tuple(classes), items, images, n_per_model,
+                 condition_matched)
 
 
 def run_pools(ctx, models: list[str] | None = None) -> tuple:
@@ -226,8 +236,9 @@ def _png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def render_page(study: Study, title: str = "Real or synthetic?", display_size: int = 384) -> str:
-    """The study's HTML page: ids and pixels only, never the truth."""
+def render_page(study: Study, title: str = "Real or synthetic?", note: str = "", display_size: int = 384) -> str:
+    """The study's HTML page: ids and pixels only, never the truth. `note`: a sentence for the raters shown
+    under the instructions (e.g. what "real" means when the real images are themselves rendered)."""
     from dermgan.turing_page import PAGE_TEMPLATE
 
     public = {"study_id": study.study_id, "classes": list(study.classes),
@@ -237,7 +248,8 @@ def render_page(study: Study, title: str = "Real or synthetic?", display_size: i
                         for item, image in zip(study.items, study.images)]}
     # "</" inside a script element would end it early; JSON allows the escaped form.
     data = json.dumps(public).replace("</", "<\\/")
-    return PAGE_TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__STUDY_JSON__", data)
+    return (PAGE_TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__NOTE__", html.escape(note))
+            .replace("__STUDY_JSON__", data))
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -255,10 +267,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def write_study(study: Study, folder: Path, title: str = "Real or synthetic?") -> tuple[Path, Path]:
+def write_study(study: Study, folder: Path, title: str = "Real or synthetic?", note: str = "") -> tuple[Path, Path]:
     """folder/study_<id>.html and folder/study_<id>.json (the truth); returns both paths."""
     folder = Path(folder)
-    page = write_text_atomic(folder / f"study_{study.study_id}.html", render_page(study, title))
+    page = write_text_atomic(folder / f"study_{study.study_id}.html", render_page(study, title, note))
     manifest = write_text_atomic(folder / f"study_{study.study_id}.json",
                                  json.dumps(study.manifest(), indent=1) + "\n")
     return page, manifest
@@ -387,7 +399,9 @@ def read_responses(paths, study: dict, allow_partial: bool = False) -> pd.DataFr
     frame = frame.merge(truth[["item_id", "truth", "model", "true_condition", "fitzpatrick", "position"]],
                         on="item_id", how="left")
     frame["correct"] = frame["answer"] == frame["truth"]
-    frame["condition_correct"] = frame["condition"] == frame["true_condition"]
+    # NA where the item's condition is unknown (an unconditional model): such answers are not scored
+    frame["condition_correct"] = (frame["condition"] == frame["true_condition"]).astype("boolean")
+    frame.loc[frame["true_condition"].isna(), "condition_correct"] = pd.NA
     return frame
 
 
@@ -457,55 +471,68 @@ def _proportions(frame, section, group, confidence):
         _row(section, group, "accuracy", k, n, binomial_p(k, n), confidence),
         _row(section, group, "sensitivity", int(synthetic["correct"].sum()), len(synthetic), confidence=confidence),
         _row(section, group, "specificity", int(real["correct"].sum()), len(real), confidence=confidence),
-        _row(section, group, "condition_accuracy", int(frame["condition_correct"].sum()), n,
-             confidence=confidence),
+        _condition_row(frame, section, group, confidence),
     ]
 
 
+def _condition_row(frame, section, group, confidence):
+    """Condition identification, over the answers on items whose condition is known."""
+    scored = frame["condition_correct"].dropna()
+    return _row(section, group, "condition_accuracy", int(scored.sum()), len(scored), confidence=confidence)
+
+
+def _category_counts(choices: np.ndarray, n_categories: int) -> np.ndarray:
+    """(raters, items) category indices -> (items, categories) counts, the table Fleiss' kappa reads."""
+    return (choices[:, :, None] == np.arange(n_categories)).sum(axis=0)
+
+
 def _bootstrap_rows(frame, study, n_bootstrap, seed, confidence):
-    """Pooled accuracy and kappa with intervals from resampling raters and items together."""
+    """Pooled accuracy and both kappas, each with an interval from resampling raters and items together."""
     raters = sorted(frame["rater_id"].unique())
     item_ids = [i["id"] for i in study["items"]]
+    rows = frame["rater_id"].map({r: i for i, r in enumerate(raters)}).to_numpy()
+    cols = frame["item_id"].map({i: j for j, i in enumerate(item_ids)}).to_numpy()
     correct = np.full((len(raters), len(item_ids)), np.nan)
-    said_synthetic = np.full_like(correct, np.nan)
-    r_index = {r: i for i, r in enumerate(raters)}
-    i_index = {i: j for j, i in enumerate(item_ids)}
-    rows, cols = frame["rater_id"].map(r_index).to_numpy(), frame["item_id"].map(i_index).to_numpy()
     correct[rows, cols] = frame["correct"].to_numpy(dtype=float)
-    said_synthetic[rows, cols] = (frame["answer"] == "synthetic").to_numpy(dtype=float)
+    kinds = {"fleiss_kappa_real_synthetic": ("answer", list(ANSWERS)),
+             "fleiss_kappa_condition": ("condition", list(study["classes"]))}
+    choices = {}  # metric -> (raters, items) category index, -1 where unanswered
+    for metric, (column, categories) in kinds.items():
+        choices[metric] = np.full(correct.shape, -1)
+        choices[metric][rows, cols] = frame[column].map({c: i for i, c in enumerate(categories)}).to_numpy()
+    complete = ~np.isnan(correct).any(axis=0)  # kappa needs every rater on an item
     rng = np.random.default_rng([seed, 1414])
-    accuracy, kappa = [], []
-    complete = ~np.isnan(correct).any(axis=0)
+    replicates = {"accuracy": [], **{metric: [] for metric in kinds}}
     for _ in range(n_bootstrap):
         pick_r = rng.integers(0, len(raters), len(raters))
         pick_i = rng.integers(0, len(item_ids), len(item_ids))
-        accuracy.append(np.nanmean(correct[np.ix_(pick_r, pick_i)]))
-        votes = said_synthetic[np.ix_(pick_r, pick_i[complete[pick_i]])]
-        if len(raters) >= 2 and votes.shape[1] >= 2:
-            n_synthetic = votes.sum(axis=0)
-            kappa.append(fleiss_kappa(np.stack([len(raters) - n_synthetic, n_synthetic], axis=1)))
+        replicates["accuracy"].append(np.nanmean(correct[np.ix_(pick_r, pick_i)]))
+        kept = pick_i[complete[pick_i]]
+        if len(raters) >= 2 and len(kept) >= 2:
+            for metric, (_, categories) in kinds.items():
+                counts = _category_counts(choices[metric][np.ix_(pick_r, kept)], len(categories))
+                replicates[metric].append(fleiss_kappa(counts))
     tail = (1 - confidence) / 2 * 100
+    method = f"bootstrap over raters and items ({n_bootstrap})"
 
     def interval(values):
         values = np.asarray(values, dtype=float)
         values = values[np.isfinite(values)]
-        return (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) if len(values) \
-            else (float("nan"), float("nan"))
+        if not len(values):
+            return float("nan"), float("nan")
+        return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
     k, n = int(frame["correct"].sum()), len(frame)
-    lo, hi = interval(accuracy)
+    lo, hi = interval(replicates["accuracy"])
     out = [{"section": "overall", "group": "all", "metric": "accuracy", "k": k, "n": n, "value": k / n,
-            "lo": lo, "hi": hi, "interval": f"bootstrap over raters and items ({n_bootstrap})",
-            "p_value": float("nan")}]
-    for column, categories, metric in (("answer", ANSWERS, "fleiss_kappa_real_synthetic"),
-                                       ("condition", study["classes"], "fleiss_kappa_condition")):
+            "lo": lo, "hi": hi, "interval": method, "p_value": float("nan")}]
+    for metric, (column, categories) in kinds.items():
         table = _kappa_table(frame, column, categories)
-        value = fleiss_kappa(table) if table is not None else float("nan")
-        lo, hi = interval(kappa) if column == "answer" else (float("nan"), float("nan"))
-        out.append({"section": "agreement", "group": "all", "metric": metric,
-                    "k": 0, "n": 0 if table is None else len(table), "value": value, "lo": lo, "hi": hi,
-                    "interval": f"bootstrap over raters and items ({n_bootstrap})" if column == "answer"
-                    else "none", "p_value": float("nan")})
+        lo, hi = interval(replicates[metric])
+        out.append({"section": "agreement", "group": "all", "metric": metric, "k": 0,
+                    "n": 0 if table is None else len(table),
+                    "value": fleiss_kappa(table) if table is not None else float("nan"),
+                    "lo": lo, "hi": hi, "interval": method, "p_value": float("nan")})
     return out
 
 
@@ -515,7 +542,8 @@ def analyse(frame: pd.DataFrame, study: dict, n_bootstrap: int = 1000, seed: int
 
     Sections: "rater" (one group per rater), "overall", "agreement" (Fleiss' kappa, on the items that every
     rater answered: n = those items), "truth" (condition accuracy on real vs synthetic images), "model",
-    "condition" (the item's true condition), "fitzpatrick" (0 = unknown) and "confidence" (the level given).
+    "condition" (the item's true condition; "unknown" for unconditional models), "fitzpatrick" (0 = unknown)
+    and "confidence" (the level given). Condition accuracy counts only items whose condition is known.
     p_value: exact two-sided binomial test of the accuracy against 50 %. Pooled "overall" rows treat every
     rating as independent (Clopper-Pearson); the bootstrap row of the same accuracy does not.
     """
@@ -525,17 +553,15 @@ def analyse(frame: pd.DataFrame, study: dict, n_bootstrap: int = 1000, seed: int
     rows += _proportions(frame, "overall", "all", confidence)
     rows += _bootstrap_rows(frame, study, n_bootstrap, seed, confidence)
     for truth in ANSWERS:
-        part = frame[frame["truth"] == truth]
-        rows.append(_row("truth", truth, "condition_accuracy", int(part["condition_correct"].sum()), len(part),
-                         confidence=confidence))
+        rows.append(_condition_row(frame[frame["truth"] == truth], "truth", truth, confidence))
     for model, part in frame[frame["truth"] == "synthetic"].groupby("model", sort=True):
         rows.append(_row("model", model, "sensitivity", int(part["correct"].sum()), len(part),
                          confidence=confidence))
-        rows.append(_row("model", model, "condition_accuracy", int(part["condition_correct"].sum()), len(part),
-                         confidence=confidence))
-    for column, section in (("true_condition", "condition"), ("fitzpatrick", "fitzpatrick"),
+        rows.append(_condition_row(part, "model", model, confidence))
+    groups = frame.assign(condition_group=frame["true_condition"].fillna("unknown"))
+    for column, section in (("condition_group", "condition"), ("fitzpatrick", "fitzpatrick"),
                             ("confidence", "confidence")):
-        for group, part in frame.groupby(column, sort=True):
+        for group, part in groups.groupby(column, sort=True):
             rows += _proportions(part, section, group, confidence)
     return pd.DataFrame(rows)
 
@@ -564,6 +590,15 @@ def _halves(groups: np.ndarray, rng) -> np.ndarray:
 def _balanced(rows_real: np.ndarray, rows_fake: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
     n = min(len(rows_real), len(rows_fake))
     return rng.permutation(rows_real)[:n], rng.permutation(rows_fake)[:n]
+
+
+def real_for(fake: ImagePool, real: ImagePool) -> ImagePool:
+    """The real images to compare a model's samples with: those of the conditions the samples show when every
+    sample's condition is known (a melanoma-only model against real melanomas), else all of them."""
+    if np.any(fake.condition < 0):
+        return real
+    keep = np.isin(real.condition, np.unique(fake.condition))
+    return ImagePool(real.images[keep], real.condition[keep], real.fitzpatrick[keep], real.source_index[keep])
 
 
 def classifier_two_sample_test(real: ImagePool, fake: ImagePool, cfg, device="cpu", seed: int = 0,

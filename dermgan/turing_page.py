@@ -58,10 +58,11 @@ PAGE_TEMPLATE = r"""<!DOCTYPE html>
   <div id="progress-bar"><div id="progress-fill"></div></div>
 
   <section class="panel" id="start">
-    <p>Some of these skin images are photographs (<b>real</b>) and some were made by a computer program
-      (<b>synthetic</b>). For each image, say which you think it is, how sure you are, and which condition it
+    <p>Some of these skin images come from a collection of skin images (<b>real</b>) and some were made by a
+      generative computer model (<b>synthetic</b>). For each image, say which you think it is, how sure you are, and which condition it
       shows. There is no time limit. Your answers are saved in this browser as you go; when you have finished,
       download them and send the file to the study's organiser.</p>
+    <p id="note">__NOTE__</p>
     <p><label>Your rater id (letters, digits, <code>-</code> <code>_</code> <code>.</code>):
       <input type="text" id="rater" maxlength="64" autocomplete="off"></label>
       <button id="start-button">Start</button></p>

@@ -7,6 +7,7 @@ import math
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -39,11 +40,13 @@ def test_design_is_balanced_disjoint_and_seeded():
     assert truths.count("real") == truths.count("synthetic") == 10
     for name in fakes:
         assert sum(i["model"] == name for i in items) == 5
-    # the real images' conditions are, per condition, exactly (number of models) x each model's
+    # the real images have the samples' conditions, and each model's samples go round the conditions
     real_conditions = sorted(i["condition"] for i in items if i["truth"] == "real")
+    assert real_conditions == sorted(i["condition"] for i in items if i["truth"] == "synthetic")
+    assert study.condition_matched
     for name in fakes:
-        model_conditions = sorted(i["condition"] for i in items if i["model"] == name)
-        assert real_conditions == sorted(model_conditions * 2)
+        counts = np.bincount([i["label"] for i in items if i["model"] == name], minlength=len(CLASSES))
+        assert counts.max() - counts.min() <= 1
     sources = [i["source_index"] for i in items]
     assert len(set(sources)) == len(sources)  # no image next to its own twin
     assert [i["position"] for i in items] == list(range(len(items)))
@@ -63,10 +66,55 @@ def test_design_is_balanced_disjoint_and_seeded():
     assert other.study_id != study.study_id and [i["truth"] for i in other.items] != truths
 
 
+def test_unconditional_and_single_condition_models():
+    """Samples of unknown condition (-1) and without a test input (-1), and a melanoma-only model, whose
+    melanomas the test split cannot match: the study stays 50/50, says it is not condition-matched, and
+    condition answers on images of unknown condition are not scored."""
+    real, fakes = make_pools(n_real=40)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    unknown = T.ImagePool(images, np.full(30, -1), np.full(30, -1), np.full(30, -1))
+    melanoma = T.ImagePool(images, np.full(30, 3), np.full(30, -1), np.full(30, -1))
+    few_melanomas = np.flatnonzero(real.condition == 3)[2:]  # the test split keeps two melanomas
+    keep = np.setdiff1d(np.arange(40), few_melanomas)
+    real = T.ImagePool(real.images[keep], real.condition[keep], real.fitzpatrick[keep], real.source_index[keep])
+    study = T.design_study(real, {"dcgan": unknown, "dcgan-melanoma": melanoma, "alpha": fakes["alpha"]},
+                           CLASSES, n_per_model=6, seed=0)
+    truths = [i["truth"] for i in study.items]
+    assert truths.count("real") == truths.count("synthetic") == 18
+    assert not study.condition_matched
+    assert all(i["condition"] is None and i["fitzpatrick"] == 0 for i in study.items if i["model"] == "dcgan")
+    assert sum(i["condition"] == "melanoma" for i in study.items if i["truth"] == "real") == 2
+    manifest = study.manifest()
+    assert manifest["condition_matched"] is False and manifest["models"] == ["alpha", "dcgan", "dcgan-melanoma"]
+    frame = pd.DataFrame([{"rater_id": "r", "item_id": i["id"], "answer": i["truth"], "confidence": 1,
+                           "condition": "acne"} for i in study.items])
+    truth = pd.DataFrame(study.items).rename(columns={"id": "item_id", "condition": "true_condition"})
+    frame = frame.merge(truth, on="item_id")
+    frame["correct"] = frame["answer"] == frame["truth"]
+    frame["condition_correct"] = (frame["condition"] == frame["true_condition"]).astype("boolean")
+    frame.loc[frame["true_condition"].isna(), "condition_correct"] = pd.NA
+    table = T.analyse(frame, manifest, n_bootstrap=10)
+    row = get(table, "overall", "all", "condition_accuracy")
+    assert row.n == 30 and row.k == sum(i["condition"] == "acne" for i in study.items)
+    assert get(table, "condition", "unknown", "accuracy").n == 6
+
+
+def test_real_images_for_a_single_condition_model():
+    real, fakes = make_pools()
+    melanoma = T.ImagePool(fakes["alpha"].images, np.full(48, 3), fakes["alpha"].fitzpatrick, np.full(48, -1))
+    assert set(T.real_for(melanoma, real).condition) == {3}
+    assert len(T.real_for(fakes["alpha"], real).images) == 48
+    unknown = T.ImagePool(fakes["alpha"].images, np.full(48, -1), fakes["alpha"].fitzpatrick, np.full(48, -1))
+    assert len(T.real_for(unknown, real).images) == 48
+
+
 def test_impossible_study_size_is_a_clear_error():
     real, fakes = make_pools(n_real=12)
-    with pytest.raises(T.TuringError, match=r"only \d+ balanced sets.*n_per_model 50 is too large"):
+    with pytest.raises(T.TuringError, match=r"model alpha: only \d+ samples.*n_per_model 50 is too large"):
         T.design_study(real, fakes, CLASSES, n_per_model=50, seed=0)
+    with pytest.raises(T.TuringError, match=r"the test split has \d+ real images free for 12 samples"):
+        T.design_study(real, fakes, CLASSES, n_per_model=6, seed=0)
     with pytest.raises(T.TuringError, match="no generated samples"):
         T.design_study(real, {}, CLASSES, n_per_model=1, seed=0)
 
@@ -263,8 +311,14 @@ def test_analysis_of_two_known_raters(study, tmp_path):
     kappa = get(table, "agreement", "all", "fleiss_kappa_real_synthetic", interval="bootstrap")
     assert kappa.value == pytest.approx(-1 / 3) and kappa.n == n
     # conditions: the two raters agree on the 6 real items only -> P_i mean 1/2
-    condition_kappa = get(table, "agreement", "all", "fleiss_kappa_condition", interval="none")
-    assert condition_kappa.value < 0.5
+    # conditions: real items [both name the truth] (P_i = 1); synthetic items one says the truth, one the next
+    # class (P_i = 0) -> mean 1/2; chance from the 4 class shares of the 24 condition answers
+    condition_kappa = get(table, "agreement", "all", "fleiss_kappa_condition", interval="bootstrap")
+    shares = frame["condition"].value_counts(normalize=True).reindex(CLASSES, fill_value=0).to_numpy()
+    chance = (shares ** 2).sum()
+    assert condition_kappa.value == pytest.approx((0.5 - chance) / (1 - chance))
+    assert condition_kappa.lo <= condition_kappa.value <= condition_kappa.hi
+    assert kappa.lo <= kappa.value <= kappa.hi
 
     for model in ("alpha", "beta"):
         row = get(table, "model", model, "sensitivity")
