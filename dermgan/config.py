@@ -142,7 +142,7 @@ class TuringConfig:
 
     n_per_model: int = 10  # synthetic images per model; as many real ones as all models' together
     n_bootstrap: int = 1000  # replicates of the rater-and-item bootstrap intervals
-    c2st_steps: int = 300  # real-vs-generated classifier steps (width, batch, lr: classifier section)
+    c2st_steps: int = 200  # real-vs-generated classifier steps (width, batch, lr: classifier section)
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ PROFILES: dict[str, Profile] = {
         metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
                               ssim_pairs=40),
         augmentation=AugmentationConfig(seeds=2, width=8, epochs=1, n_bootstrap=50),
-        turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=60),
+        turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=40),
         lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=20, batch_size=4, checkpoint_every=10,
                                      sample_every=10, log_every=5, n_eval=32, classifier_epochs=1),
         melanogan=MelanoGANConfig(steps=30, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
