@@ -9,20 +9,27 @@ import nbformat
 from dermgan import pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sources import make_ham  # noqa: E402  (the fixture writer of the reader tests)
+from test_sources import HAM_MASKS, H, W, make_ham, write_mask  # noqa: E402  (the reader tests' fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_series_runs_on_a_ham10000_folder_and_labels_it_real(tmp_path):
-    make_ham(tmp_path / "ham", n_lesions=14)
+    truth = make_ham(tmp_path / "ham", n_lesions=14)
+    # Six official HAM10000 masks cover the whole image; such an image stopped 02 (no skin colour to measure).
+    write_mask(tmp_path / "ham" / HAM_MASKS / f"{truth['image_id'][0]}_segmentation.png", box=(0, 0, W, H))
     out, run = tmp_path / "executed", tmp_path / "run"
     manifest = pipeline.run_series("smoke", ROOT / "notebooks", out, run_dir=str(run), dataset="ham10000",
                                    data_root=str(tmp_path / "ham"), start="01", overrides={"steps": 4},
                                    log=lambda *a, **k: None)
     assert {e["status"] for e in manifest["notebooks"]} == {"ok"}
     executed = nbformat.read(out / "01_data.ipynb", as_version=4)
-    assert "dataset: ham10000" in json.dumps([c.get("outputs", []) for c in executed.cells])
+    outputs = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "dataset: ham10000" in outputs
+    # synthetic-only views are skipped with one line each, not drawn empty
+    assert "no Fitzpatrick types in ham10000: the skin-type table, heatmap and grid are skipped" in outputs
+    assert "no Fitzpatrick types in ham10000" in json.dumps(
+        [c.get("outputs", []) for c in nbformat.read(out / "05_metrics.ipynb", as_version=4).cells])
     notes = {json.loads(p.read_text())["data"] for p in (run / "figures").glob("*.json")}
     assert notes == {"real dataset: ham10000"}  # no figure of real images claims to be synthetic
     assert sorted(p.parent.name for p in (run / "samples").glob("*/samples.npz")) == ["dermgan", "pix2pix"]
