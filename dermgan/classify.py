@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,3 +135,70 @@ def evaluate(model: nn.Module, data: SkinData, device="cpu") -> dict:
         "confusion_matrix": confusion_matrix(truth, predicted, labels=classes).tolist(),
         "classes": list(data.classes),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The domain feature extractor of notebook 05, reused only for the data and settings it was trained with
+
+CLASSIFIER_FORMAT = "dermgan.classifier/1"
+
+
+def _training_record(train: SkinData, val: SkinData | None, cfg: ClassifierConfig, seed: int, data_root) -> dict:
+    from dermgan.train import data_fingerprint
+
+    return {
+        "data": data_fingerprint(train, data_root),
+        "val": None if val is None else data_fingerprint(val, data_root),
+        "classes": list(train.classes),
+        "config": dataclasses.asdict(cfg),
+        "seed": int(seed),
+    }
+
+
+def _reason_to_retrain(path: Path, record: dict) -> str | None:
+    """Why the classifier at `path` cannot be reused for `record` (None: it can)."""
+    from dermgan.train import CheckpointError, first_difference, load_checkpoint
+
+    if not path.exists():
+        return "no earlier model"
+    try:
+        saved = load_checkpoint(path)
+    except CheckpointError as error:  # a derived file: retraining replaces it
+        return f"the earlier file is unreadable: {error}"
+    if not isinstance(saved, dict) or saved.get("format") != CLASSIFIER_FORMAT:
+        return f"{path.name} records no training data or settings (written by an older version)"
+    found = first_difference(saved["record"], record)
+    if found is not None:
+        key, old, new = found
+        return f"{path.name} was trained with {key}={old!r}, this run has {key}={new!r}"
+    return None
+
+
+def metrics_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfig, path, device="cpu",
+                       seed: int = 0, data_root=None) -> tuple[nn.Module, str]:
+    """The domain feature extractor (a SkinClassifier) of notebook 05: (model in eval mode on the CPU, one line
+    saying whether it was reused or trained, and why).
+
+    `path` (checkpoints/metrics_classifier/model.pt) holds the weights together with what they were trained on
+    (data fingerprints of the splits, class list, ClassifierConfig, seed); a human-readable copy of that record
+    goes to meta.json beside it. The file is reused only when that record matches this run exactly; otherwise
+    the classifier is trained again and the file replaced (atomically), so features of one dataset or setting
+    never come from a network trained on another.
+    """
+    from dermgan.train import load_checkpoint, load_weights, save_atomic, write_atomic
+
+    path = Path(path)
+    record = _training_record(train, val, cfg, seed, data_root)
+    reason = _reason_to_retrain(path, record)
+    if reason is None:
+        model = SkinClassifier(len(train.classes), cfg.width)
+        load_weights(model, load_checkpoint(path)["state_dict"], path, "classifier")
+        return model.eval(), (f"metrics classifier: reused {path.parent.name}/{path.name} (trained on this data "
+                             "with these settings)")
+    model, history = train_classifier(train, val, cfg, device=device, seed=seed)
+    model = model.cpu().eval()
+    save_atomic({"format": CLASSIFIER_FORMAT, "state_dict": model.state_dict(), "record": record,
+                 "history": history}, path)
+    meta = {"format": CLASSIFIER_FORMAT, **record, "history": history}
+    write_atomic(path.with_name("meta.json"), lambda f: f.write(json.dumps(meta, indent=2) + "\n"), text=True)
+    return model, f"metrics classifier: trained ({reason})"

@@ -388,7 +388,7 @@ def data_fingerprint(data, data_root: str | os.PathLike | None = None) -> dict:
     }
 
 
-def _first_difference(saved, now, where: str = ""):
+def first_difference(saved, now, where: str = ""):
     """(dotted key, saved value, current value) of the first difference between two plain-value trees, or None.
     Keys named in LOOP_ONLY_FIELDS are skipped at any depth."""
     if isinstance(saved, dict) and isinstance(now, dict):
@@ -396,7 +396,7 @@ def _first_difference(saved, now, where: str = ""):
             if key in LOOP_ONLY_FIELDS:
                 continue
             name = f"{where}.{key}" if where else key
-            found = _first_difference(saved.get(key, _ABSENT), now.get(key, _ABSENT), name)
+            found = first_difference(saved.get(key, _ABSENT), now.get(key, _ABSENT), name)
             if found:
                 return found
         return None
@@ -418,7 +418,7 @@ def _check_same_run(path: Path, checkpoint: dict, run: dict) -> None:
            "n_items": run["n_items"]}
     if run["provenance"] is not None:  # the caller says what the data is: the checkpoint must say the same
         saved["data"], now["data"] = checkpoint.get("provenance") or _ABSENT, run["provenance"]
-    found = _first_difference(saved, now)
+    found = first_difference(saved, now)
     if found is None:
         return
     key, old, new = found
@@ -439,7 +439,7 @@ def check_provenance(path: str | os.PathLike, expected: dict) -> dict:
     if saved is None:
         raise CheckpointError(f"{path} records no data fingerprint, so it cannot be shown to come from this "
                               f"data ({expected.get('dataset')}); retrain it with this version")
-    found = _first_difference({"data": saved}, {"data": expected})
+    found = first_difference({"data": saved}, {"data": expected})
     if found is not None:
         key, old, new = found
         raise CheckpointError(f"{path} was trained with {key}={old!r} but the data here has {key}={new!r}; it "

@@ -220,3 +220,46 @@ def test_a_checkpoint_of_another_width_is_one_line_naming_the_tensor(tmp_path):
         loop.load_weights(small.generator, state, "x.pt", "generator")
     loop.load_weights(small.generator, small.generator.state_dict(), "x.pt", "generator")  # a match loads
     assert np.isfinite(sum(float(v.float().sum()) for v in small.generator.state_dict().values()))
+
+
+# -- the metrics classifier of notebook 05 ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_datasets():
+    from dermgan.data.dataset import make_synthetic
+
+    return make_synthetic(32, 60, seed=1, workers=1), make_synthetic(32, 60, seed=2, workers=1)
+
+
+def test_metrics_classifier_is_reused_only_for_its_own_data_and_settings(tmp_path, two_datasets):
+    import json
+
+    from dermgan.classify import metrics_classifier
+    from dermgan.config import ClassifierConfig
+
+    cfg = ClassifierConfig(width=4, epochs=1, batch_size=16)
+    first, second = two_datasets
+    path = tmp_path / "metrics_classifier" / "model.pt"
+
+    def get(data, config=cfg):
+        return metrics_classifier(data.split("train"), data.split("val"), config, path, seed=0)
+
+    model, status = get(first)
+    assert status == "metrics classifier: trained (no earlier model)"
+    meta = json.loads((path.parent / "meta.json").read_text())
+    assert meta["data"]["n"] == len(first.split("train")) and meta["config"]["width"] == 4
+    again, status = get(first)
+    assert status.startswith("metrics classifier: reused")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key])
+    _, status = get(second)  # another rendering: retrained, and the line says why
+    assert status.startswith("metrics classifier: trained (model.pt was trained with data.")
+    _, status = get(second, dataclasses.replace(cfg, width=8))
+    assert "config.width=4, this run has config.width=8" in status
+    torch.save(again.state_dict(), path)  # what earlier versions wrote: weights without any record
+    _, status = get(first)
+    assert "records no training data" in status
+    path.write_bytes(os.urandom(100))
+    _, status = get(first)
+    assert "unreadable" in status and "corrupt or not a checkpoint" in status
