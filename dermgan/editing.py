@@ -64,3 +64,41 @@ def add_lesion(image, mask, condition: str | int, model) -> np.ndarray:
 def remove_lesion(image, mask, model) -> np.ndarray:
     """uint8 (H, W, 3) photograph with the lesion inside `mask` replaced by healed skin."""
     return _edit_photo("remove", image, mask, model, None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Judging edits (notebook 04): intensity units [0, 1], mean over the channels and the pixels of a region
+
+
+def _region_mean(diff: np.ndarray, region: np.ndarray) -> float:
+    return float(diff[region].mean()) if region.any() else float("nan")
+
+
+def edit_errors(edited, source, masks, truth=None) -> dict[str, float]:
+    """How an edit of uint8 (N,H,W,3) `source` into `edited` went, over the set (pixel-weighted):
+
+    change_outside: mean |edited - source| outside the masks (0 = healthy skin untouched);
+    error_inside / error_outside: mean |edited - truth| inside / outside the masks, when a ground truth exists.
+    """
+    edited, source = np.asarray(edited, np.float64), np.asarray(source, np.float64)
+    inside = np.asarray(masks) > 0
+    out = {"change_outside": _region_mean(np.abs(edited - source).mean(-1) / 255, ~inside)}
+    if truth is not None:
+        diff = np.abs(edited - np.asarray(truth, np.float64)).mean(-1) / 255
+        out.update(error_inside=_region_mean(diff, inside), error_outside=_region_mean(diff, ~inside))
+    return out
+
+
+def lesion_contrast(images, masks, ring: int = 3) -> np.ndarray:
+    """Per image: distance between the mean RGB inside the mask and in a ring `ring` px wide around it (0-1
+    units). A removal without ground truth should lower it towards the contrast of skin with itself."""
+    from scipy import ndimage
+
+    out = np.full(len(images), np.nan)
+    for k, (image, mask) in enumerate(zip(images, masks)):
+        inside = np.asarray(mask) > 0
+        around = ndimage.binary_dilation(inside, iterations=ring) & ~inside
+        if inside.any() and around.any():
+            pixels = np.asarray(image, np.float64) / 255
+            out[k] = np.linalg.norm(pixels[inside].mean(0) - pixels[around].mean(0))
+    return out

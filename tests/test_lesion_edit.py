@@ -220,3 +220,31 @@ def test_unknown_condition_and_missing_direction_are_refused(data, editor):
     remover = le.build("masked-remove", SMOKE, 32, len(data.classes))
     with pytest.raises(ValueError, match="no 'add' direction"):
         add_lesion(image, mask, "eczema", remover)
+
+
+# -- judging edits ---------------------------------------------------------------------------------------------
+
+
+def test_edit_errors_match_hand_computed_values():
+    from dermgan.editing import edit_errors
+
+    source = np.zeros((1, 2, 2, 3), np.uint8)
+    truth = np.full((1, 2, 2, 3), 51, np.uint8)  # 0.2 everywhere
+    edited = source.copy()
+    edited[0, 0, 0] = 255  # inside: error |255 - 51| / 255 = 0.8
+    edited[0, 1, 1] = 102  # outside: change 0.4, error 0.2
+    mask = np.array([[[1, 0], [0, 0]]])
+    got = edit_errors(edited, source, mask, truth)
+    assert got["error_inside"] == pytest.approx(0.8)
+    assert got["change_outside"] == pytest.approx(0.4 / 3)
+    assert got["error_outside"] == pytest.approx((0.2 + 0.2 + 0.2) / 3)
+
+
+def test_lesion_contrast_is_zero_on_flat_skin_and_the_colour_distance_on_a_spot():
+    from dermgan.editing import lesion_contrast
+
+    image = np.full((2, 16, 16, 3), 100, np.uint8)
+    image[1, 6:10, 6:10] = (100, 100, 151)  # a spot 51 units bluer
+    mask = np.zeros((2, 16, 16), np.uint8)
+    mask[:, 6:10, 6:10] = 1
+    assert lesion_contrast(image, mask) == pytest.approx([0.0, 0.2])

@@ -257,18 +257,28 @@ def train_config(cfg: LesionEditConfig, seed: int = 0, device: str = "auto") -> 
                        sample_every=cfg.sample_every, log_every=cfg.log_every, seed=seed, device=device)
 
 
+def run_key(cfg: LesionEditConfig, data) -> str:
+    """Folder name of everything trained on `data` with `cfg`: nothing is resumed or reused across either."""
+    import hashlib
+    import json
+
+    record = {"config": dataclasses.asdict(cfg), "dataset": data.name, "size": data.image_size,
+              "images": data.table["image_id"].tolist()}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{data.name}-{data.image_size}px-{digest}"
+
+
 def train_method(name: str, ctx, train_data, resume: bool = True):
     """Train one method on a SkinData split with the run context's profile; returns (recipe, result).
 
-    Writes checkpoints/lesion_edit/<name>/{last.pt, generator.pt, grids/} and logs/lesion_edit_<name>.csv.
-    The loop refuses to resume a checkpoint of other loop settings; other data is caught by the notebook,
-    which names the run folder after the dataset.
+    Writes checkpoints/lesion_edit/<run_key>/<name>/{last.pt, generator.pt, grids/} and
+    logs/lesion_edit_<name>.csv.
     """
     from dermgan.train import train
 
     cfg = ctx.profile.lesion_edit
     recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
-    folder = ctx.run_dir / "checkpoints" / "lesion_edit" / name
+    folder = ctx.run_dir / "checkpoints" / "lesion_edit" / run_key(cfg, train_data) / name
     result = train(recipe, EditDataset(train_data, ctx.seed), train_config(cfg, ctx.seed, str(ctx.device)),
                    folder, ctx.path("logs", f"lesion_edit_{name}.csv"), folder / "grids", resume=resume,
                    desc=f"lesion_edit {name}")
@@ -315,7 +325,7 @@ def edit(recipe, direction: str, images: np.ndarray, masks: np.ndarray, conditio
             mask = torch.as_tensor(np.asarray(masks[s:s + batch_size]) > 0, dtype=torch.float32)
             mask = mask[:, None].to(device)
             if direction == "add":
-                condition = torch.as_tensor(np.asarray(conditions[s:s + batch_size]), dtype=torch.long)
+                condition = torch.as_tensor(np.array(conditions[s:s + batch_size]), dtype=torch.long)
                 condition = condition.to(device)
                 x = add_input(image, mask, condition, recipe.n_conditions, recipe.use_mask)
             else:
