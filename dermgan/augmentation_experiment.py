@@ -188,7 +188,7 @@ def draw_maps(train: SkinData, counts: dict[int, int], seed: int = 0):
         for _ in range(n):
             donor, model = int(rng.integers(len(train))), int(rng.choice(same_class))
             if new_shapes:
-                base = SemanticMap(all_labels[donor], colours[donor]).without_lesions()
+                base = SemanticMap(all_labels[donor], colours[donor], tuple(train.classes)).without_lesions()
                 record = train.table.iloc[model]
                 area = float(np.clip(_or(record["lesion_area"], 0.05), 0.005, 0.6))
                 x, y = float(_or(record["centroid_x"], 0.5)), float(_or(record["centroid_y"], 0.5))
@@ -198,7 +198,7 @@ def draw_maps(train: SkinData, counts: dict[int, int], seed: int = 0):
             else:
                 lesion = all_labels[model] > HEALTHY
                 skin = np.where(all_labels[donor] >= HEALTHY, HEALTHY, all_labels[donor])
-                edited = SemanticMap(np.where(lesion, int(c) + 1, skin), colours[donor])
+                edited = SemanticMap(np.where(lesion, int(c) + 1, skin), colours[donor], tuple(train.classes))
             maps.append(edited)
             labels.append(int(c))
             donors.append(donor)

@@ -144,3 +144,16 @@ def test_resnet18_is_built_from_scratch_and_refuses_a_foreign_weights_file(tmp_p
         ax.build_classifier("resnet18", 7, 0, str(tmp_path / "w.pt"))
     with pytest.raises(ValueError, match="unknown classifier architecture"):
         ax.build_classifier("vgg", 7, 8)
+
+
+def test_maps_for_a_real_class_list_use_its_own_lesion_masks_and_encode_with_its_channels(small):
+    import dataclasses as dc
+
+    from dermgan.data.semantic import encode_maps, n_channels
+
+    classes = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc", "extra")[:7]
+    table = small.table.assign(label=small.table["label"] % 7)
+    real = dc.replace(small, name="ham-like", classes=classes, table=table).split("train")
+    maps, labels, _ = ax.draw_maps(real, {4: 3}, seed=0)
+    assert all(m.classes == classes for m in maps) and labels.tolist() == [4, 4, 4]
+    assert encode_maps(maps, "onehot").shape[1] == n_channels("onehot", len(classes))
