@@ -579,8 +579,7 @@ def _write_grid(rows: list[np.ndarray], path: Path, pad: int = 2) -> None:
         for j, image in enumerate(row):
             top, left = pad + i * (h + pad), pad + j * (w + pad)
             grid[top : top + h, left : left + w] = image if image.ndim == 3 else image[..., None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    write_atomic(path, lambda f: Image.fromarray(grid).save(f, format="PNG"))
 
 
 def _read_log(path: Path, start_step: int) -> tuple[list[str] | None, list[list[str]], str | None]:

@@ -263,3 +263,21 @@ def test_metrics_classifier_is_reused_only_for_its_own_data_and_settings(tmp_pat
     path.write_bytes(os.urandom(100))
     _, status = get(first)
     assert "unreadable" in status and "corrupt or not a checkpoint" in status
+
+
+def test_sample_grids_are_written_atomically(tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = tmp_path / "grids" / "step_000001.png"
+    rows = [np.zeros((2, 4, 4, 3), np.uint8)]
+    loop._write_grid(rows, path)
+    before = path.read_bytes()
+
+    def killed_mid_save(self, fp, format=None, **params):
+        (fp.write if hasattr(fp, "write") else open(fp, "wb").write)(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", killed_mid_save)
+    with pytest.raises(KeyboardInterrupt):
+        loop._write_grid([np.full((2, 4, 4, 3), 255, np.uint8)], path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == [path.name]
