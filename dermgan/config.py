@@ -11,7 +11,39 @@ every profile.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
+
+
+def _validate(config, section: str, **rules) -> None:
+    """Refuse a value outside its range with one line naming it: 'data.image_size must be ..., got 48'.
+
+    Each rule is (test, what is expected); every profile and every override passes through here, so a bad
+    `-p` value is refused before anything runs.
+    """
+    for name, (test, expected) in rules.items():
+        value = getattr(config, name)
+        try:
+            ok = bool(test(value))
+        except TypeError:  # e.g. a string compared with a number
+            ok = False
+        if not ok:
+            raise ValueError(f"{section}.{name} must be {expected}, got {value!r}")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+AT_LEAST_1 = (lambda v: _whole(v) and v >= 1, "an integer >= 1")
+AT_LEAST_0 = (lambda v: _whole(v) and v >= 0, "an integer >= 0")
+FRACTION = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+POSITIVE = (lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+
+
+def one_of(*choices):
+    return (lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
 
 
 @dataclass(frozen=True)
@@ -22,6 +54,15 @@ class DataConfig:
     n_images: int = 4000  # train + val + test
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+
+    def __post_init__(self):
+        power_of_two = (lambda v: _whole(v) and 16 <= v <= 1024 and v & (v - 1) == 0,
+                        "a power of two in [16, 1024] (the U-Net halves it down to 1 px)")
+        _validate(self, "data", image_size=power_of_two, n_images=AT_LEAST_1, val_fraction=FRACTION,
+                  test_fraction=FRACTION)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"data.val_fraction + data.test_fraction must be < 1 (training needs images), got "
+                             f"{self.val_fraction} + {self.test_fraction}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +110,17 @@ class DermGANConfig:
     log_every: int = 25
     n_eval: int = 0  # held-out test maps turned into samples.npz (0 = the whole test split)
 
+    def __post_init__(self):
+        _validate(self, "dermgan", base_filters=AT_LEAST_1, steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
+                  beta1=FRACTION, decay_start=FRACTION, lambda_l1=NON_NEGATIVE,
+                  gan_loss=one_of("vanilla", "lsgan", "hinge"), norm=one_of("batch", "instance", "none"),
+                  dropout=FRACTION, d_layers=AT_LEAST_1, upsample=one_of("transpose", "resize"),
+                  resize_padding=one_of("zeros", "reflect"), lambda_lesion=NON_NEGATIVE, n_scales=AT_LEAST_1,
+                  lambda_fm=NON_NEGATIVE, encoding=one_of("colour", "onehot"),
+                  ema_decay=(lambda v: 0 <= v < 1, "a number in [0, 1)"), amp=one_of("auto", "bf16", "fp16", "off"),
+                  num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0,
+                  log_every=AT_LEAST_1, n_eval=AT_LEAST_0)
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
@@ -81,6 +133,10 @@ class ClassifierConfig:
     weight_decay: float = 1e-4
     balance: str = "sampler"  # "sampler" (class-balanced batches), "loss" (weighted cross-entropy) or "none"
     augment: bool = True  # random horizontal / vertical flips
+
+    def __post_init__(self):
+        _validate(self, "classifier", width=AT_LEAST_1, epochs=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
+                  weight_decay=NON_NEGATIVE, balance=one_of("sampler", "loss", "none"))
 
 
 @dataclass(frozen=True)
@@ -107,7 +163,7 @@ class LesionEditConfig:
     norm: str = "instance"  # as the reference CycleGAN
     d_layers: int = 3  # PatchGAN stride-2 layers (3 = 70x70 receptive field)
     gan_loss: str = "lsgan"  # least squares, as the reference CycleGAN
-    steps: int = 1000  # 0.065 s/step per masked method, 0.25 per CycleGAN (batch 4, 1 thread, loaded host)
+    steps: int = 1000  # 0.065 s/step (masked), 0.25 (CycleGAN), batch 4, measured on a loaded machine
     batch_size: int = 4
     lr: float = 2e-4
     beta1: float = 0.5
@@ -120,7 +176,7 @@ class LesionEditConfig:
     sample_every: int = 200
     log_every: int = 20
     n_eval: int = 0  # held-out test images edited per method (0 = the whole test split)
-    classifier_epochs: int = 3  # the small classifier that checks added conditions (~1 min per epoch at cpu)
+    classifier_epochs: int = 4  # the small classifier that checks added conditions
 
 
 @dataclass(frozen=True)
@@ -134,6 +190,11 @@ class MetricsConfig:
     min_group: int = 10  # per-condition / per-tone breakdowns: smaller groups are reported as NaN with a note
     ssim_pairs: int = 200  # same-condition image pairs for MS-SSIM diversity
     batch_size: int = 32  # feature-extraction batch
+
+    def __post_init__(self):
+        _validate(self, "metrics", n_samples=AT_LEAST_1, n_bootstrap=AT_LEAST_1,
+                  kid_subset_size=(lambda v: _whole(v) and v >= 2, "an integer >= 2"), min_group=AT_LEAST_1,
+                  ssim_pairs=AT_LEAST_1, batch_size=AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -151,9 +212,7 @@ class MelanoGANConfig:
     (dermgan.models.dcgan, lapgan, melanogan). MelanoGANs' known settings (papers.md sec. 2.2, unverified): LSGAN,
     64-d noise, batch 8; everything else is our choice. Furger's values are from their code (sec. 3.3, 3.6)."""
 
-    # cpu: 1,200 steps x 9 models ~ 11 min of training at 64 px (single-thread CPU time per step measured at
-    # 150-step runs: dcgan 0.025, lapgan 0.075, ddgan 0.073 / 0.075, furger 0.047 s; the melanoma twins alike)
-    steps: int = 1200
+    steps: int = 1000
     batch_size: int = 8
     noise_dim: int = 64
     gan_loss: str = "lsgan"  # "vanilla" | "lsgan" | "hinge"
@@ -232,8 +291,8 @@ PROFILES: dict[str, Profile] = {
                               ssim_pairs=40),
         augmentation=AugmentationConfig(seeds=2, width=8, epochs=1, n_bootstrap=50),
         turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=40),
-        lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=10, batch_size=4, checkpoint_every=0,
-                                     sample_every=0, log_every=5, n_eval=32, classifier_epochs=1),
+        lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=20, batch_size=4, checkpoint_every=10,
+                                     sample_every=10, log_every=5, n_eval=32, classifier_epochs=1),
         melanogan=MelanoGANConfig(steps=30, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
                                   furger_d_filters=8, checkpoint_every=15, sample_every=15, log_every=5),
     ),

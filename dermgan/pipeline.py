@@ -1,17 +1,41 @@
 """Run the numbered notebook series with papermill: `python -m dermgan run --profile smoke`.
 
-Each notebook in notebooks/ is executed in order into papermill_runs/<profile>/, with the common parameters
-(profile, run_dir, seed, device, dataset, data_root) and any `-p name=value` overrides injected. The run stops at
-the first failing notebook and names it and the cell; a manifest.json beside the executed notebooks records
-parameters, git commit, package versions, device and wall time per notebook.
+Each notebook in notebooks/ is executed in order into papermill_runs/<profile>/ (papermill_runs/<profile>-<dataset>/
+for a real dataset), with the common parameters (profile, run_dir, seed, device, dataset, data_root) and any
+`-p name=value` overrides injected. The run stops at the first failing notebook and names it and the cell; a
+manifest.json beside the executed notebooks records parameters, git commit, package versions, device and wall
+time per notebook.
+
+Typed parameters. Every line of a notebook's `parameters` cell is annotated (`steps: int | None = None`); a
+`-p` string is converted to the declared type (`resume=false` -> False) or refused in one line, and the values
+are dry-run through the profile (`Profile.replace`, whose sections check their ranges) before any notebook runs.
+Which profile field a parameter overrides is read from the notebook's own `start(..., section={"field": name})`
+call, so the check cannot drift from what the notebook does.
+
+Series-wide settings. The fields of the profile's `data` section (image_size, n_images, ...) define the data
+cache that every notebook of a run directory reads, so they cannot apply to one notebook only: `-p image_size=64`
+is a setting of the whole run. The pipeline records it, with profile, dataset, data_root and seed, in the run
+directory's run.json before anything runs (dermgan.runtime.claim_run_dir); notebooks that declare the
+parameter receive it, and every other notebook's `runtime.start` takes it from run.json. A run directory made
+with other settings is refused, naming the difference and the way out.
+
+Records. Executed notebooks are written to a temporary file and moved in place only when the notebook completed;
+a failed or interrupted one is kept beside the good copy as NN_name.failed.ipynb / NN_name.interrupted.ipynb, and
+the manifest (written atomically) says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import dataclasses
+import errno
 import json
+import logging
 import os
+import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -20,11 +44,18 @@ from pathlib import Path
 
 import nbformat
 
-from dermgan.config import PROFILES, get_profile
-from dermgan.runtime import environment_report, project_root
+from dermgan.config import PROFILES, DataConfig, get_profile
+from dermgan.runtime import (claim_run_dir, environment_report, project_root, resolve_run_dir, run_identity,
+                             run_name, write_text_atomic)
 
 COMMON_PARAMETERS = ("profile", "run_dir", "seed", "device", "dataset", "data_root")
+SERIES_PARAMETERS = tuple(f.name for f in dataclasses.fields(DataConfig))  # define the shared data cache
 INJECTED_TAG = "injected-parameters"
+KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+# The kernel's own log handler drops its two harmless lines (see dermgan.runtime.KernelNoiseFilter).
+KERNEL_ARGUMENTS = ['--IPKernelApp.logging_config={"filters": {"dermgan": {"()": '
+                    '"dermgan.runtime.KernelNoiseFilter"}}, "handlers": {"console": {"filters": ["dermgan"]}}}']
 
 
 class PipelineError(RuntimeError):
@@ -34,19 +65,25 @@ class PipelineError(RuntimeError):
 @dataclass
 class NotebookFailure(PipelineError):
     notebook: str
-    cell: int | None  # index among all cells of the executed notebook
+    cell: int | None  # index among the cells of the source notebook
     error: str
+    kept: Path | None = None  # the executed copy that holds the traceback
 
     def __str__(self) -> str:
         where = f"cell {self.cell} (counting from 0)" if self.cell is not None else "an unknown cell"
-        return f"notebook {self.notebook} failed in {where}: {self.error}"
+        text = f"notebook {self.notebook} failed in {where}: {self.error}"
+        return text + (f"; the traceback is in {self.kept}" if self.kept else "")
+
+
+class Interrupted(PipelineError):
+    """Ctrl-C (or SIGINT) during a notebook: its partial copy is kept beside the last good one."""
 
 
 # ---------------------------------------------------------------------------------------------- discovery
 
 def list_notebooks(notebooks_dir: Path) -> list[Path]:
-    """The numbered notebooks (NN_name.ipynb) in order."""
-    found = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    """The numbered notebooks (NN_name.ipynb) in order; failed / interrupted copies are not notebooks."""
+    found = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb") if "." not in p.stem)
     if not found:
         raise PipelineError(f"no numbered notebooks (NN_name.ipynb) in {notebooks_dir}")
     return found
@@ -73,60 +110,306 @@ def select_notebooks(notebooks: list[Path], only: str | None = None, start: str 
     return notebooks
 
 
-def declared_parameters(notebook: Path) -> set[str]:
-    """Names assigned in the cell tagged `parameters` (what papermill can override)."""
-    nb = nbformat.read(notebook, as_version=4)
+# ---------------------------------------------------------------------------------------------- parameters
+
+@dataclass(frozen=True)
+class Parameter:
+    """One line of a parameters cell: `name: kind [| None] = default`, and the profile field it overrides."""
+
+    name: str
+    kind: type
+    optional: bool
+    default: object
+    target: tuple[str, str] | None = None  # (profile section, field) from the notebook's start() call
+
+    @property
+    def type_name(self) -> str:
+        return self.kind.__name__ + (" | None" if self.optional else "")
+
+
+def parse_annotation(node: ast.expr) -> tuple[type, bool] | None:
+    """`int` -> (int, False); `int | None` or `None | int` -> (int, True); anything else -> None."""
+    if isinstance(node, ast.Name) and node.id in KINDS:
+        return KINDS[node.id], False
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        sides = [node.left, node.right]
+        nones = [s for s in sides if isinstance(s, ast.Constant) and s.value is None]
+        names = [s for s in sides if isinstance(s, ast.Name) and s.id in KINDS]
+        if len(nones) == 1 and len(names) == 1:
+            return KINDS[names[0].id], True
+    return None
+
+
+def parameters_cell(nb, notebook: Path):
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            tree = ast.parse(cell.source)
-            names = set()
-            for node in tree.body:
-                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-                names.update(t.id for t in targets if isinstance(t, ast.Name))
-            return names
+            return cell
     raise PipelineError(f"{notebook.name} has no cell tagged 'parameters'")
 
 
-# ---------------------------------------------------------------------------------------------- parameters
+def notebook_parameters(notebook: Path) -> dict[str, Parameter]:
+    """The typed parameters a notebook declares; an unannotated or unsupported line is an error of the notebook."""
+    nb = nbformat.read(notebook, as_version=4)
+    tree = ast.parse(parameters_cell(nb, notebook).source)
+    targets = start_call_targets(nb)
+    found = {}
+    for node in tree.body:
+        line = ast.get_source_segment(parameters_cell(nb, notebook).source, node) or ""
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
+            raise PipelineError(f"{notebook.name}: parameters cell line {node.lineno} ({line!r}) is not a typed "
+                                f"parameter; write e.g. `steps: int | None = None`")
+        parsed = parse_annotation(node.annotation)
+        if parsed is None:
+            raise PipelineError(f"{notebook.name}: parameter {node.target.id} has the annotation "
+                                f"{ast.unparse(node.annotation)!r}; use int, float, bool or str, optionally | None")
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            raise PipelineError(f"{notebook.name}: parameter {node.target.id} needs a literal default") from None
+        parameter = Parameter(node.target.id, *parsed, default, targets.get(node.target.id))
+        convert(parameter, default, notebook.name)  # a default of the wrong type is the notebook's error
+        found[parameter.name] = parameter
+    return found
 
-def parse_override(text: str) -> tuple[str, object]:
-    """'steps=200' -> ('steps', 200); values are Python literals when they parse as one, else strings."""
+
+def start_call_targets(nb) -> dict[str, tuple[str, str]]:
+    """{parameter: (section, field)} read from `start(..., section={"field": parameter, ...})` in the notebook."""
+    targets = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:  # IPython magics: such a cell holds no start() call of ours
+            continue
+        for node in ast.walk(tree):
+            name = getattr(getattr(node, "func", None), "attr", None) or getattr(getattr(node, "func", None), "id", None)
+            if not (isinstance(node, ast.Call) and name == "start"):
+                continue
+            for keyword in node.keywords:
+                if isinstance(keyword.value, ast.Dict):
+                    for key, value in zip(keyword.value.keys, keyword.value.values):
+                        if isinstance(key, ast.Constant) and isinstance(value, ast.Name):
+                            targets[value.id] = (keyword.arg, key.value)
+    return targets
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names declared in the cell tagged `parameters` (what papermill can override)."""
+    return set(notebook_parameters(notebook))
+
+
+def convert(parameter: Parameter, value: object, where: str = ""):
+    """`value` (a `-p` string, or a Python value from the API) as the declared type, or a one-line refusal."""
+    refusal = PipelineError(f"parameter {parameter.name} expects {parameter.kind.__name__}"
+                            f"{' or None' if parameter.optional else ''}, got {value!r}"
+                            + (f" (declared in {where})" if where else ""))
+    if isinstance(value, str) and parameter.kind is not str:
+        value = parse_text(value.strip(), parameter.kind)
+    elif isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]  # -p 'name="x"' means the string x
+    if value is None or (isinstance(value, str) and parameter.optional and value == "None"):
+        if parameter.optional:
+            return None
+        raise refusal
+    if parameter.kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not parameter.kind:  # bool is an int subclass: type() keeps them apart
+        raise refusal
+    return value
+
+
+def parse_text(text: str, kind: type):
+    """A `-p` string as int / float / bool; the text itself when it is none of them (refused by the caller)."""
+    if text.lower() in ("none", "null"):
+        return None
+    if kind is bool:
+        return True if text.lower() in TRUE_WORDS else False if text.lower() in FALSE_WORDS else text
+    if kind is int and re.fullmatch(r"[+-]?\d+(_\d+)*", text):
+        return int(text)
+    if kind is float:
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if number == number and abs(number) != float("inf") else text
+    return text
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """'steps=200' -> ('steps', '200'): the value stays text until it meets the type a notebook declares."""
     name, sep, raw = text.partition("=")
     if not sep or not name.strip():
         raise PipelineError(f"parameter override {text!r} is not of the form name=value")
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return name.strip(), value
+    return name.strip(), raw
 
 
-def parameters_for(notebooks: list[Path], common: dict, overrides: dict) -> dict[Path, dict]:
-    """The parameters each notebook receives; an override that no selected notebook declares is an error."""
-    declared = {nb: declared_parameters(nb) for nb in notebooks}
-    for nb, names in declared.items():
-        missing = [p for p in COMMON_PARAMETERS if p not in names]
+def series_parameter(name: str) -> Parameter:
+    """A data setting as a parameter of the whole series (its type is the DataConfig field's)."""
+    default = getattr(DataConfig(), name)
+    return Parameter(name, type(default), True, None, ("data", name))
+
+
+@dataclass
+class Plan:
+    """What each notebook receives and the data settings the whole run uses."""
+
+    parameters: dict[Path, dict]
+    series: dict  # data-section values given with -p (image_size, n_images, ...)
+
+
+def plan_parameters(notebooks: list[Path], profile: str, common: dict, overrides: dict) -> Plan:
+    """Convert and check every override against the notebooks' declared types and the profile's ranges."""
+    declared = {nb: notebook_parameters(nb) for nb in notebooks}
+    for nb, params in declared.items():
+        missing = [p for p in COMMON_PARAMETERS if p not in params]
         if missing:
             raise PipelineError(f"{nb.name}: parameters cell lacks the common parameters {missing}")
+    clash = [k for k in overrides if k in COMMON_PARAMETERS]
+    if clash:
+        raise PipelineError(f"set {clash} with their own options (--profile, --seed, ...), not -p")
+    series = {name: convert(series_parameter(name), value) for name, value in overrides.items()
+              if name in SERIES_PARAMETERS}
+    try:
+        get_profile(profile).replace(data=series)
+    except ValueError as error:
+        raise PipelineError(f"{error} (a setting of the whole run)") from None
     for name in overrides:
-        if not any(name in names for names in declared.values()):
+        if name not in series and not any(name in params for params in declared.values()):
             selected = ", ".join(nb.stem for nb in notebooks)
-            raise PipelineError(f"parameter {name!r} is not declared by any selected notebook ({selected})")
-    return {nb: {**common, **{k: v for k, v in overrides.items() if k in names}} for nb, names in declared.items()}
+            raise PipelineError(f"parameter {name!r} is not declared by any selected notebook ({selected}); "
+                                f"`python -m dermgan list` shows each notebook's parameters")
+    plan = {}
+    for nb, params in declared.items():
+        values = {name: convert(params[name], value, nb.name) for name, value in overrides.items()
+                  if name in params}
+        values.update({name: value for name, value in series.items() if name in params})
+        dry_run_profile(nb, profile, params, {**series, **values})
+        plan[nb] = {**common, **values}
+    return Plan(plan, series)
+
+
+def dry_run_profile(notebook: Path, profile: str, params: dict[str, Parameter], values: dict) -> None:
+    """Apply the values to the profile as the notebook's start() will, so that a bad range fails now."""
+    sections: dict[str, dict] = {}
+    for name, value in values.items():
+        target = params[name].target if name in params else series_parameter(name).target
+        if target:
+            sections.setdefault(target[0], {})[target[1]] = value
+    try:
+        get_profile(profile).replace(**sections)
+    except ValueError as error:
+        raise PipelineError(f"{notebook.name}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------- execution
 
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cwd: Path) -> None:
-    """Execute one notebook with papermill; a failing cell becomes a NotebookFailure naming it."""
+    """Execute one notebook with papermill into a temporary file, moved to `output` only when it completed.
+
+    A failing cell becomes a NotebookFailure naming it, with the partial copy kept as NN_name.failed.ipynb;
+    Ctrl-C keeps it as NN_name.interrupted.ipynb. The last good `output` is never replaced by half a run.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    # In a hidden folder beside the output (same file system, so os.replace is atomic) where `*.ipynb` globs
+    # of the output folder cannot mistake it for an executed notebook.
+    temp = output.parent / f".partial-{os.getpid()}" / output.name
+    temp.parent.mkdir(exist_ok=True)
     try:
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=kernel,
-                                   cwd=str(cwd), progress_bar=False, log_output=False)
+        with quiet_unknown_parameter_warning():
+            papermill.execute_notebook(str(notebook), str(temp), parameters=parameters, kernel_name=kernel,
+                                       cwd=str(cwd), progress_bar=False, log_output=False,
+                                       extra_arguments=KERNEL_ARGUMENTS)
     except PapermillExecutionError as error:
-        raise NotebookFailure(notebook.name, failed_cell_index(output), f"{error.ename}: {error.evalue}") from None
+        if error.ename == "KeyboardInterrupt":  # the kernel got the terminal's Ctrl-C too
+            raise interrupted(temp, output, notebook) from None
+        kept = keep_aside(temp, output, "failed")
+        cell = failed_cell_index(kept) if kept else None
+        raise NotebookFailure(notebook.name, cell, one_line(error.ename, error.evalue), kept) from None
+    except KeyboardInterrupt:
+        raise interrupted(temp, output, notebook) from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        remove_if_empty(temp.parent)
+    os.replace(temp, output)
+    remove_if_empty(temp.parent)
+
+
+class UnknownParameterFilter(logging.Filter):
+    """papermill's parser cannot read `x: int | None = ...` and calls such parameters unknown; ours checked them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+@contextlib.contextmanager
+def quiet_unknown_parameter_warning():
+    papermill_log, quiet = logging.getLogger("papermill"), UnknownParameterFilter()
+    papermill_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        papermill_log.removeFilter(quiet)
+
+
+def keep_aside(temp: Path, output: Path, label: str) -> Path | None:
+    """Move a partial copy to NN_name.<label>.ipynb beside the good one; None when there was none."""
+    if not temp.exists():
+        return None
+    target = output.with_name(f"{output.stem}.{label}.ipynb")
+    os.replace(temp, target)
+    return target
+
+
+def interrupted(temp: Path, output: Path, notebook: Path) -> Interrupted:
+    kept = keep_aside(temp, output, "interrupted")
+    good = f"{output.name} (the last complete run) is unchanged" if output.exists() else f"no {output.name} yet"
+    partial = f"the partial copy is {kept}" if kept else "no partial copy was written"
+    return Interrupted(f"interrupted during {notebook.name}; {partial}; {good}")
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (the copy is still there) or already gone
+        pass
+
+
+def remove_orphans(output_dir: Path, log=print) -> None:
+    """Partial copies left by a run that was killed (its process is gone) are removed."""
+    for folder in output_dir.glob(".partial-*"):
+        pid = folder.name.rpartition("-")[2]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            log(f"note: removed {folder.name}/, left by a killed run")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def gist(text: str) -> str:
+    """A message as one line: a multi-line one (e.g. torch's state_dict size mismatches) is cut to its gist."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    head = lines[0] + (" " + lines[1] if lines[0].endswith(":") else "")
+    rest = len(lines) - (2 if lines[0].endswith(":") else 1)
+    return head + (f" (+{rest} more lines)" if rest > 0 else "")
+
+
+def one_line(ename: str, evalue: str) -> str:
+    return f"{ename}: {gist(evalue)}" if gist(evalue) else ename
 
 
 def failed_cell_index(executed: Path) -> int | None:
@@ -146,6 +429,17 @@ def failed_cell_index(executed: Path) -> int | None:
     return None
 
 
+def check_kernel(kernel: str) -> None:
+    """An unknown Jupyter kernel is refused before anything runs."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel:
+        raise PipelineError(f"no Jupyter kernel named {kernel!r}; pass --kernel python3, or register one "
+                            f"(make setup registers 'dermgan')") from None
+
+
 def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str, seed: int = 0,
                device: str = "auto", dataset: str = "synthetic", data_root: str | None = None,
                overrides: dict | None = None, only: str | None = None, start: str | None = None,
@@ -155,44 +449,75 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only, start)
     common = dict(profile=profile, run_dir=run_dir, seed=seed, device=device, dataset=dataset,
                   data_root=data_root)
-    plan = parameters_for(notebooks, common, overrides or {})
+    plan = plan_parameters(notebooks, profile, common, overrides or {})
+    check_kernel(kernel)
+    resolved = get_profile(profile).replace(data=plan.series)
+    claim_run_dir(resolve_run_dir(run_dir), run_identity(resolved, seed, dataset, data_root))
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_orphans(output_dir, log)
     os.environ["DERMGAN_BATCH"] = "1"  # inherited by the kernels: no progress bars in executed notebooks
 
-    earlier = earlier_entries(output_dir / "manifest.json", profile)
-    manifest = new_manifest(profile, common, overrides or {}, device, output_dir, notebooks_dir)
+    earlier = earlier_entries(output_dir / "manifest.json", profile, log)
+    estimates = {e["notebook"]: e["wall_s"] for e in reversed(earlier) if e.get("status") == "ok"}
+    manifest = new_manifest(profile, common, overrides or {}, plan.series, device, output_dir, notebooks_dir)
     try:
         for position, notebook in enumerate(notebooks, 1):
             log(f"[{position}/{len(notebooks)}] {notebook.name} ...", end=" ", flush=True)
             began = time.perf_counter()
-            entry = {"notebook": notebook.name, "parameters": plan[notebook], "status": "running"}
+            entry = {"notebook": notebook.name, "parameters": plan.parameters[notebook], "status": "running"}
             manifest["notebooks"].append(entry)
             try:
-                execute(notebook, output_dir / notebook.name, plan[notebook], kernel, project_root(notebooks_dir))
+                execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel,
+                        project_root(notebooks_dir))
             except NotebookFailure as failure:
-                entry.update(status="failed", cell=failure.cell, error=failure.error)
+                entry.update(status="failed", cell=failure.cell, error=failure.error,
+                             kept=failure.kept.name if failure.kept else None)
                 log("FAILED")
+                raise
+            except Interrupted as interruption:
+                entry.update(status="interrupted", error=str(interruption))
+                log("INTERRUPTED")
                 raise
             finally:
                 entry["wall_s"] = round(time.perf_counter() - began, 1)
             entry["status"] = "ok"
-            log(f"ok ({entry['wall_s']:.0f} s)")
+            log(f"ok ({entry['wall_s']:.0f} s{remaining(notebooks[position:], estimates)})")
     finally:
         manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest["total_wall_s"] = round(sum(e.get("wall_s", 0) for e in manifest["notebooks"]), 1)
-        ran = {e["notebook"] for e in manifest["notebooks"]}
-        # A partial run (--only / --from) keeps the record of the executed notebooks it did not replace.
-        manifest["earlier_runs"] = [e for e in earlier if e["notebook"] not in ran
+        ran = {e["notebook"] for e in manifest["notebooks"] if e["status"] == "ok"}
+        # A partial run (--only / --from, or one that stopped) keeps the record of the good executed
+        # notebooks it did not replace.
+        manifest["earlier_runs"] = [e for e in earlier if e["notebook"] not in ran and e.get("status") == "ok"
                                     and (output_dir / e["notebook"]).exists()]
-        (output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_text_atomic(output_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def earlier_entries(path: Path, profile: str) -> list[dict]:
-    """Notebook entries of an existing manifest of the same profile, each with its run's commit and start."""
+def remaining(notebooks: list[Path], estimates: dict[str, float]) -> str:
+    """'; about 4 min left' from the wall times of the previous run in this output folder (when it has them)."""
+    if not notebooks or any(nb.name not in estimates for nb in notebooks):
+        return ""
+    seconds = sum(estimates[nb.name] for nb in notebooks)
+    return f"; about {seconds / 60:.0f} min left" if seconds >= 90 else f"; about {seconds:.0f} s left"
+
+
+def earlier_entries(path: Path, profile: str, log=print) -> list[dict]:
+    """Notebook entries of an existing manifest of the same profile, each with its run's commit and start.
+
+    A manifest that cannot be parsed is not taken for an empty history: it is kept aside as
+    manifest.corrupt-<time>.json and the run says so.
+    """
+    if not path.exists():
+        return []
     try:
         previous = json.loads(path.read_text())
-    except (OSError, ValueError):
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as error:
+        aside = path.with_name(f"manifest.corrupt-{datetime.now():%Y%m%d-%H%M%S}.json")
+        os.replace(path, aside)
+        log(f"note: {path} could not be read ({error}); kept as {aside.name}, a new manifest starts here")
         return []
     if previous.get("profile") != profile:
         return []
@@ -201,11 +526,11 @@ def earlier_entries(path: Path, profile: str) -> list[dict]:
     return current + previous.get("earlier_runs", [])
 
 
-def new_manifest(profile, common, overrides, device, output_dir, notebooks_dir) -> dict:
+def new_manifest(profile, common, overrides, series, device, output_dir, notebooks_dir) -> dict:
     report = environment_report(device)
     return {
         "profile": profile,
-        "profile_config": get_profile(profile).as_dict(),
+        "profile_config": get_profile(profile).replace(data=series).as_dict(),
         "parameters": common,
         "overrides": overrides,
         "git_commit": report["git_commit"],
@@ -249,35 +574,74 @@ def cells_with_outputs(notebook: Path) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------- command line
 
+RUN_EXAMPLES = """examples:
+  python -m dermgan run --profile smoke                  the whole series, a few minutes on a CPU
+  python -m dermgan run --profile cpu --only 02          one notebook (number, name or title)
+  python -m dermgan run --profile cpu --from 05          from one notebook on
+  python -m dermgan run -p steps=3000 -p resume=false    typed overrides (see `python -m dermgan list`)
+  python -m dermgan run -p image_size=128                a data setting applies to the whole run
+  python -m dermgan run --dataset ham10000 --data-root /data/HAM10000
+
+Each notebook's parameters and their types: `python -m dermgan list`. Values are converted to the declared
+type (bool: true/false, yes/no, on/off, 1/0; None for an optional one) and checked against the profile's
+ranges before anything runs. Artefacts go to runs/<profile> (runs/<profile>-<dataset> for real data), executed
+notebooks to papermill_runs/<same name>; a run directory made with other data or settings is refused.
+"""
+
+
+def model_names() -> list[str]:
+    from dermgan.models.dermgan import variants
+
+    return list(variants(get_profile("cpu").dermgan, ablation=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     root = project_root()
-    parser = argparse.ArgumentParser(prog="python -m dermgan", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="execute the notebook series with papermill")
+    parser = argparse.ArgumentParser(
+        prog="python -m dermgan", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="dermgan: GAN synthesis of clinical skin images, run as a numbered notebook series.",
+        epilog="`python -m dermgan COMMAND --help` describes each command. Runs are written under the checkout "
+               "(or $DERMGAN_HOME, else the working directory when the package is installed elsewhere).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run", help="execute the notebook series with papermill (into papermill_runs/, artefacts in runs/)",
+        description="Execute the numbered notebooks in order with papermill; stop at the first failure.",
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")
     run.add_argument("--only", help="run just this notebook (e.g. 02 or 02_dermgan_training)")
     run.add_argument("--from", dest="start", help="run from this notebook on")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
-                     help="override a notebook parameter (repeatable)")
+                     help="override a notebook parameter (repeatable; `list` shows names and types)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
     run.add_argument("--dataset", default="synthetic", help="synthetic or a real source, e.g. ham10000")
     run.add_argument("--data-root", default=None, help="folder holding the real dataset")
-    run.add_argument("--run-dir", default=None, help="artefacts folder (default runs/<profile>)")
-    run.add_argument("--output-dir", default=None, help="executed notebooks (default papermill_runs/<profile>)")
+    run.add_argument("--run-dir", default=None, help="artefacts folder (default runs/<profile>[-<dataset>])")
+    run.add_argument("--output-dir", default=None,
+                     help="executed notebooks (default papermill_runs/<profile>[-<dataset>])")
     run.add_argument("--notebooks-dir", default=str(root / "notebooks"))
     run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: this interpreter's)")
-    commands.add_parser("list", help="list the notebooks and their parameters")
-    train = commands.add_parser("train", help="train one DermGAN variant without a notebook (works under torchrun)")
-    train.add_argument("--profile", default="cpu")
-    train.add_argument("--model", default="dermgan", help="pix2pix, dermgan or an ablation variant")
+    commands.add_parser("list", help="list the notebooks and their typed parameters",
+                        description="Each notebook and the parameters `run -p NAME=VALUE` can set, with types.")
+    names = model_names()
+    train = commands.add_parser(
+        "train", help="train one DermGAN variant without a notebook (works under torchrun)",
+        description="Train one DermGAN variant as notebook 02 does, on one device or under torchrun (DDP).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"profiles: {', '.join(PROFILES)}\nmodels: {', '.join(names)}\n\n"
+               "Resume rule: when <run-dir>/checkpoints/<model>/last.pt exists, training continues from it "
+               "(a checkpoint made with other settings is refused); --fresh starts again from step 0.\n"
+               "example: torchrun --nproc_per_node 4 -m dermgan train --profile paper --model dermgan")
+    train.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    train.add_argument("--model", default="dermgan", help=f"one of: {', '.join(names)}")
     train.add_argument("--steps", type=int, default=None, help="default: the profile's")
     train.add_argument("--batch-size", type=int, default=None, help="global batch; default: the profile's")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
     train.add_argument("--dataset", default="synthetic")
     train.add_argument("--data-root", default=None)
-    train.add_argument("--run-dir", default=None, help="default runs/<profile>")
+    train.add_argument("--run-dir", default=None, help="default runs/<profile>[-<dataset>]")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     return parser
 
@@ -285,9 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
 def train_command(args) -> int:
     """Train like notebook 02 does; under `torchrun --nproc_per_node N` every rank runs this, DDP does the rest."""
     from dermgan.data import load_for_run
-    from dermgan.models.dermgan import train_variant
+    from dermgan.models.dermgan import train_variant, variants
     from dermgan.runtime import start
 
+    known = variants(get_profile(args.profile).dermgan, ablation=True)
+    if args.model not in known:  # before the dataset is built
+        raise PipelineError(f"unknown model {args.model!r}; choose one of: {', '.join(known)}")
     ctx = start(args.profile, args.run_dir, args.seed, args.device, args.dataset, args.data_root,
                 dermgan={"steps": args.steps, "batch_size": args.batch_size})
     train_data = load_for_run(ctx).split("train")
@@ -298,28 +665,62 @@ def train_command(args) -> int:
     return 0
 
 
+def list_command(root: Path) -> int:
+    for nb in list_notebooks(root / "notebooks"):
+        params = notebook_parameters(nb)
+        own = [f"{p.name}: {p.type_name}" for p in params.values() if p.name not in COMMON_PARAMETERS]
+        print(f"{nb.stem}\n    {', '.join(own) if own else '(only the common parameters)'}")
+    print(f"every notebook: {', '.join(COMMON_PARAMETERS)} (set with --profile, --run-dir, --seed, ...)")
+    print(f"whole series (the data cache): {', '.join(f'{n}: {series_parameter(n).type_name}' for n in SERIES_PARAMETERS)}")
+    return 0
+
+
+def run_command(args, root: Path) -> int:
+    overrides = dict(parse_override(p) for p in args.parameter)
+    get_profile(args.profile)
+    name = run_name(args.profile, args.dataset)
+    output_dir = Path(args.output_dir or root / "papermill_runs" / name)
+    manifest = run_series(args.profile, Path(args.notebooks_dir), output_dir, run_dir=args.run_dir or f"runs/{name}",
+                          seed=args.seed, device=args.device, dataset=args.dataset, data_root=args.data_root,
+                          overrides=overrides, only=args.only, start=args.start, kernel=args.kernel)
+    print(f"done: {len(manifest['notebooks'])} notebooks in {manifest['total_wall_s']:.0f} s -> {output_dir}")
+    return 0
+
+
+def describe(error: BaseException) -> str | None:
+    """One line for the errors a user can act on (None: a bug, shown with its traceback)."""
+    from dermgan.train import CheckpointError
+
+    if isinstance(error, (PipelineError, CheckpointError, ValueError)):
+        return gist(str(error)) or type(error).__name__
+    if isinstance(error, OSError):
+        where = error.filename or "a file"
+        if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            return f"cannot write {where}: {error.strerror}; choose a writable --run-dir / --output-dir"
+        if error.errno == errno.ENOSPC:
+            return f"no space left while writing {where}; free some space or choose another --run-dir"
+        return f"{where}: {error.strerror or error}"
+    if isinstance(error, RuntimeError) and "Error(s) in loading state_dict" in str(error):
+        return (gist(str(error)) + "; a checkpoint made with another variant or width: train again "
+                "with --fresh or use another --run-dir")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = project_root()
     try:
         if args.command == "list":
-            for nb in list_notebooks(root / "notebooks"):
-                print(f"{nb.stem:32s} {', '.join(sorted(declared_parameters(nb)))}")
-            return 0
+            return list_command(root)
         if args.command == "train":
             return train_command(args)
-        overrides = dict(parse_override(p) for p in args.parameter)
-        clash = [k for k in overrides if k in COMMON_PARAMETERS]
-        if clash:
-            raise PipelineError(f"set {clash} with their own options (--profile, --seed, ...), not -p")
-        get_profile(args.profile)
-        output_dir = Path(args.output_dir or root / "papermill_runs" / args.profile)
-        manifest = run_series(args.profile, Path(args.notebooks_dir), output_dir,
-                              run_dir=args.run_dir or f"runs/{args.profile}", seed=args.seed, device=args.device,
-                              dataset=args.dataset, data_root=args.data_root, overrides=overrides,
-                              only=args.only, start=args.start, kernel=args.kernel)
-    except (PipelineError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"done: {len(manifest['notebooks'])} notebooks in {manifest['total_wall_s']:.0f} s -> {output_dir}")
-    return 0
+        return run_command(args, root)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - turned into one line, or re-raised when it is a bug
+        message = describe(error)
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 130 if isinstance(error, Interrupted) else 1

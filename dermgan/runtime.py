@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 import platform
 import random
+import re
 import subprocess
+import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -58,18 +64,43 @@ def pick_device(device: str = "auto") -> torch.device:
     return chosen
 
 
-def project_root(start: Path | None = None) -> Path:
-    """The repository root: the nearest folder above `start` (default: cwd) with dermgan's pyproject.toml.
+HOME_VARIABLE = "DERMGAN_HOME"
+_announced_home: set[Path] = set()
 
-    Notebooks run from notebooks/ (JupyterLab), papermill_runs/<profile>/ (nbval) or the root (papermill);
-    relative run directories are resolved against the root so that all three write to the same place.
+
+def project_root(start: Path | None = None) -> Path:
+    """Where runs/ and papermill_runs/ live: $DERMGAN_HOME when set, else the repository root.
+
+    The repository root is the nearest folder above `start` (default: cwd) with dermgan's pyproject.toml, else
+    the checkout the package was imported from (an editable install run from elsewhere). Notebooks run from
+    notebooks/ (JupyterLab), papermill_runs/<profile>/ (nbval) or the root (papermill); relative run
+    directories are resolved against the root so that all three write to the same place.
+
+    Outside any checkout (`pip install .`) the package folder is site-packages, which must never receive runs:
+    the working directory is used instead, and a one-line note on stderr says so (once per folder).
     """
+    home = os.environ.get(HOME_VARIABLE)
+    if home:
+        return Path(home).expanduser().resolve()
     here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and 'name = "dermgan"' in pyproject.read_text():
+    package_checkout = Path(__file__).resolve().parents[1]
+    for folder in (here, *here.parents, package_checkout):
+        if is_checkout(folder):
             return folder
-    return Path(__file__).resolve().parents[1]
+    if here not in _announced_home:
+        _announced_home.add(here)
+        print(f"dermgan: not inside a dermgan checkout; runs go under {here} (set {HOME_VARIABLE} to choose)",
+              file=sys.stderr)
+    return here
+
+
+def is_checkout(folder: Path) -> bool:
+    """True for a folder holding dermgan's own pyproject.toml (a source checkout, not site-packages)."""
+    pyproject = folder / "pyproject.toml"
+    try:
+        return pyproject.is_file() and 'name = "dermgan"' in pyproject.read_text()
+    except OSError:
+        return False
 
 
 def resolve_run_dir(run_dir: str | os.PathLike, create: bool = True) -> Path:
@@ -144,6 +175,20 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, disable=disable, **kwargs)
 
 
+class KernelNoiseFilter(logging.Filter):
+    """Drops the two lines a papermill kernel prints on stderr although nothing is wrong.
+
+    ipykernel warns at start-up that its local TCP sockets are not encrypted, and jupyter_client interrupts
+    every kernel before shutting it down, which ipykernel logs as "KeyboardInterrupt caught in kernel". The
+    pipeline installs this filter on the kernel's log handler only; every other kernel message still shows.
+    """
+
+    NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.NOISE)
+
+
 @dataclass
 class RunContext:
     """What a notebook knows after its parameters cell: the profile, where to write, which device."""
@@ -162,18 +207,123 @@ class RunContext:
         return target
 
 
+def run_name(profile: str, dataset: str = "synthetic") -> str:
+    """Folder name under runs/ and papermill_runs/: the profile, plus the dataset when it is a real one.
+
+    Synthetic runs keep the plain profile name, so each dataset gets its own artefacts and executed notebooks
+    and a real-data run can never overwrite the synthetic results.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", dataset):
+        raise ValueError(f"dataset name {dataset!r} must be letters, digits, '_', '.' or '-' (e.g. ham10000)")
+    return profile if dataset == "synthetic" else f"{profile}-{dataset}"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write to a temporary file in the same folder, then os.replace: readers never see half a file."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+RUN_RECORD = "run.json"
+
+
+class RunDirMismatch(ValueError):
+    """A run directory made with other data or settings than the ones asked for now."""
+
+
+def run_identity(profile: Profile, seed: int, dataset: str, data_root: str | None) -> dict:
+    """What defines a run directory's artefacts (its data cache, and everything trained or measured on it)."""
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    return {"profile": profile.name, "dataset": dataset, "data_root": root, "seed": seed,
+            "data": dataclasses.asdict(profile.data)}
+
+
+def read_run_record(run_dir: Path) -> dict | None:
+    """The run.json of a run directory, None when there is none yet; a damaged one is an error, not 'none'."""
+    path = Path(run_dir) / RUN_RECORD
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunDirMismatch(f"{path} cannot be read ({error}); delete it only if you know what made "
+                             f"{run_dir}, or use another run dir") from None
+    if not isinstance(record, dict):
+        raise RunDirMismatch(f"{path} is not a JSON object; use another run dir or delete {run_dir}")
+    return record
+
+
+def record_differences(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """'name: X in run.json, Y asked for now' for every identity field that differs (nested as data.image_size)."""
+    found = []
+    for key, value in wanted.items():
+        have = recorded.get(key)
+        if isinstance(value, dict) and isinstance(have, dict):
+            found += record_differences(have, value, f"{prefix}{key}.")
+        elif have != value:
+            found.append(f"{prefix}{key}: {have!r} in {RUN_RECORD}, {value!r} asked for now")
+    return found
+
+
+def claim_run_dir(run_dir: Path, identity: dict) -> None:
+    """Record what made `run_dir` on its first use (atomically); refuse a later use with other settings."""
+    recorded = read_run_record(run_dir)
+    if recorded is None:
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_text_atomic(Path(run_dir) / RUN_RECORD, json.dumps({**identity, "created": created}, indent=2) + "\n")
+        return
+    differences = record_differences(recorded, identity)
+    if differences:
+        raise RunDirMismatch(f"run dir {run_dir} was made with other settings ({'; '.join(differences)}); "
+                             f"give another run dir (--run-dir, or run_dir in the notebook) or delete {run_dir}")
+
+
+def adopt_recorded_data(run_dir: Path, profile: Profile, asked: dict) -> dict:
+    """The data settings for a notebook: its explicit values, else the ones recorded in run.json, else the profile's.
+
+    This is how `-p image_size=64` reaches notebooks that do not declare image_size: the pipeline records it in
+    run.json before anything runs, and every notebook using that run directory builds the same data. A value
+    adopted from run.json that differs from the profile is announced, never silent.
+    """
+    recorded = (read_run_record(run_dir) or {}).get("data") or {}
+    known = {f.name for f in dataclasses.fields(profile.data)}
+    chosen = {k: v for k, v in recorded.items() if k in known}
+    chosen.update({k: v for k, v in asked.items() if v is not None})
+    for name, value in chosen.items():
+        if name not in asked or asked[name] is None:
+            if value != getattr(profile.data, name):
+                print(f"{run_dir.name}/{RUN_RECORD}: {name} = {value!r} (the {profile.name} profile says "
+                      f"{getattr(profile.data, name)!r})")
+    return chosen
+
+
 def start(profile: str = "cpu", run_dir: str | None = None, seed: int = 0, device: str = "auto",
           dataset: str = "synthetic", data_root: str | None = None, **overrides) -> RunContext:
-    """The first call of every notebook: resolve the profile, seed everything, pick the device.
+    """The first call of every notebook: resolve the profile, check the run directory, seed, pick the device.
 
     `overrides` replace profile fields, given as section={field: value}, e.g. dermgan={"steps": 100}.
+    The default run directory is runs/<profile> for the synthetic data and runs/<profile>-<dataset> otherwise.
+    Its run.json records what defines its artefacts (profile, dataset, data_root, seed, data settings); using
+    the folder with other ones is refused (RunDirMismatch), naming the difference.
     """
-    resolved = get_profile(profile).replace(**overrides)
+    base = get_profile(profile)
+    chosen_device = pick_device(device)
+    folder = resolve_run_dir(run_dir or f"runs/{run_name(profile, dataset)}")
+    overrides["data"] = adopt_recorded_data(folder, base, dict(overrides.get("data") or {}))
+    resolved = base.replace(**overrides)
+    claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))
     seed_everything(seed)
     return RunContext(
         profile=resolved,
-        run_dir=resolve_run_dir(run_dir or f"runs/{profile}"),
-        device=pick_device(device),
+        run_dir=folder,
+        device=chosen_device,
         seed=seed,
         dataset=dataset,
         data_root=data_root,

@@ -1,5 +1,6 @@
 """Profiles, seeding, device choice, image conversions and the pinned environment."""
 
+import json
 import re
 from pathlib import Path
 
@@ -54,12 +55,41 @@ def test_unknown_profile_names_the_known_ones():
 
 def test_profile_overrides_skip_none_and_reject_unknown_fields():
     base = config.get_profile("smoke")
-    changed = base.replace(data={"image_size": 48, "n_images": None})
-    assert changed.data.image_size == 48 and changed.data.n_images == base.data.n_images
+    changed = base.replace(data={"image_size": 64, "n_images": None})
+    assert changed.data.image_size == 64 and changed.data.n_images == base.data.n_images
     with pytest.raises(ValueError, match="unknown field.*'imagesize'"):
         base.replace(data={"imagesize": 48})
     with pytest.raises(ValueError, match="unknown profile section"):
         base.replace(nonsense={"x": 1})
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"data": {"image_size": 48}}, "data.image_size must be a power of two in \\[16, 1024\\].*got 48"),
+    ({"data": {"image_size": 2048}}, "data.image_size must be a power of two.*got 2048"),
+    ({"data": {"image_size": 8}}, "data.image_size .*got 8"),
+    ({"data": {"n_images": 0}}, "data.n_images must be an integer >= 1, got 0"),
+    ({"data": {"val_fraction": 1.5}}, "data.val_fraction must be a number in \\[0, 1\\], got 1.5"),
+    ({"data": {"val_fraction": 0.5, "test_fraction": 0.5}}, "val_fraction \\+ data.test_fraction must be < 1"),
+    ({"dermgan": {"steps": 0}}, "dermgan.steps must be an integer >= 1, got 0"),
+    ({"dermgan": {"steps": 2.5}}, "dermgan.steps must be an integer >= 1, got 2.5"),
+    ({"dermgan": {"dropout": -0.1}}, "dermgan.dropout must be a number in \\[0, 1\\]"),
+    ({"dermgan": {"gan_loss": "wgan"}}, "dermgan.gan_loss must be one of 'vanilla', 'lsgan', 'hinge', got 'wgan'"),
+    ({"dermgan": {"lr": "fast"}}, "dermgan.lr must be a number > 0, got 'fast'"),
+    ({"metrics": {"kid_subset_size": 1}}, "metrics.kid_subset_size must be an integer >= 2, got 1"),
+    ({"classifier": {"epochs": 0}}, "classifier.epochs must be an integer >= 1, got 0"),
+])
+def test_profile_sections_refuse_values_out_of_range(sections, message):
+    with pytest.raises(ValueError, match=message):
+        config.get_profile("smoke").replace(**sections)
+
+
+def test_ranges_accept_the_limits_and_every_shipped_profile():
+    smoke = config.get_profile("smoke")
+    assert smoke.replace(data={"image_size": 16}).data.image_size == 16
+    assert smoke.replace(data={"image_size": 1024}).data.image_size == 1024
+    assert smoke.replace(dermgan={"dropout": 0.0, "decay_start": 1.0}).dermgan.dropout == 0.0
+    assert smoke.replace(dermgan={"steps": np.int64(3)}).dermgan.steps == 3  # numpy integers are integers
+    assert set(config.PROFILES) == {"smoke", "cpu", "paper"}  # constructing them ran every check
 
 
 def test_every_profile_fills_every_section():
@@ -87,9 +117,91 @@ def test_image_conversion_known_values_and_clipping():
 
 
 def test_run_directories_resolve_against_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("DERMGAN_HOME", raising=False)
     monkeypatch.chdir(ROOT / "notebooks")
     assert runtime.resolve_run_dir("runs/x", create=False) == ROOT / "runs" / "x"
     assert runtime.resolve_run_dir(tmp_path / "abs", create=True).is_dir()
+
+
+def test_outside_a_checkout_runs_go_to_the_working_directory_and_it_says_so(tmp_path, monkeypatch, capsys):
+    # a non-editable install: the package lives in site-packages, with no pyproject.toml above it
+    monkeypatch.delenv("DERMGAN_HOME", raising=False)
+    monkeypatch.setattr(runtime, "__file__", str(tmp_path / "site-packages" / "dermgan" / "runtime.py"))
+    monkeypatch.setattr(runtime, "_announced_home", set())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert runtime.project_root() == work
+    assert runtime.resolve_run_dir("runs/x", create=False) == work / "runs" / "x"
+    note = capsys.readouterr().err
+    assert "not inside a dermgan checkout" in note and "DERMGAN_HOME" in note and note.count("\n") == 1
+    monkeypatch.setenv("DERMGAN_HOME", str(tmp_path / "home"))
+    assert runtime.project_root() == tmp_path / "home"
+
+
+def test_default_run_dir_names_the_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("DERMGAN_HOME", str(tmp_path))
+    assert runtime.start("smoke", device="cpu").run_dir == tmp_path / "runs" / "smoke"
+    ham = runtime.start("smoke", device="cpu", dataset="ham10000", data_root=str(tmp_path / "ham"))
+    assert ham.run_dir == tmp_path / "runs" / "smoke-ham10000"
+    with pytest.raises(ValueError, match="dataset name '../x'"):
+        runtime.run_name("smoke", "../x")
+
+
+def test_a_run_dir_records_what_made_it_and_refuses_other_settings(tmp_path):
+    run = str(tmp_path / "run")
+    runtime.start("smoke", run, device="cpu")
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["dataset"] == "synthetic" and record["data"]["image_size"] == 32 and record["seed"] == 0
+    runtime.start("smoke", run, device="cpu", dermgan={"steps": 3})  # training settings are not the run's identity
+    refusals = [
+        (dict(seed=1), "seed: 0 in run.json, 1 asked for now"),
+        (dict(dataset="ham10000", data_root=str(tmp_path)), "dataset: 'synthetic' in run.json, 'ham10000'"),
+        (dict(data={"image_size": 64}), "data.image_size: 32 in run.json, 64 asked for now"),
+        (dict(profile="cpu"), "profile: 'smoke' in run.json, 'cpu' asked for now"),
+    ]
+    for change, message in refusals:
+        arguments = {"profile": "smoke", "run_dir": run, "device": "cpu", **change}
+        with pytest.raises(runtime.RunDirMismatch, match=message) as caught:
+            runtime.start(**arguments)
+        assert "another run dir" in str(caught.value) and f"delete {run}" in str(caught.value)
+    (tmp_path / "run" / "run.json").write_text('{"profile": "sm')
+    with pytest.raises(runtime.RunDirMismatch, match="run.json cannot be read"):
+        runtime.start("smoke", run, device="cpu")
+
+
+def test_a_notebook_without_data_parameters_takes_them_from_run_json(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    identity = runtime.run_identity(config.get_profile("smoke").replace(data={"image_size": 16}), 0, "synthetic", None)
+    runtime.claim_run_dir(run, identity)
+    ctx = runtime.start("smoke", str(run), device="cpu")
+    assert ctx.profile.data.image_size == 16
+    assert "image_size = 16 (the smoke profile says 32)" in capsys.readouterr().out
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "manifest.json"
+    runtime.write_text_atomic(path, "old")
+    assert path.read_text() == "old"
+
+    def broken_replace(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runtime.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        runtime.write_text_atomic(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_kernel_noise_filter_drops_exactly_the_two_harmless_lines():
+    import logging
+
+    keep = runtime.KernelNoiseFilter().filter
+    record = lambda text: logging.LogRecord("IPKernelApp", logging.WARNING, "", 0, text, None, None)  # noqa: E731
+    assert not keep(record("Kernel is running over TCP without encryption. All communication ..."))
+    assert not keep(record("KeyboardInterrupt caught in kernel."))
+    assert keep(record("Exception in message handler:")) and keep(record("Kernel died"))
 
 
 def _pins(lines):

@@ -1,17 +1,26 @@
-"""The papermill pipeline: bad requests, a failing notebook, the manifest, and the notebook hygiene checks."""
+"""The papermill pipeline: typed parameters, series-wide settings, run isolation, atomic records, clean errors."""
 
+import errno
+import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from dermgan import pipeline
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_sources import make_ham  # noqa: E402  (the fixture writer of the reader tests)
+
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = 'profile = "smoke"\nrun_dir = None\nseed = 0\ndevice = "cpu"\ndataset = "synthetic"\ndata_root = None\n'
+COMMON = ('profile: str = "smoke"\nrun_dir: str | None = None\nseed: int = 0\ndevice: str = "cpu"\n'
+          'dataset: str = "synthetic"\ndata_root: str | None = None\n')
+QUIET = (lambda *a, **k: None)
 
 
 def write_notebook(path: Path, *sources: str, extra_parameters: str = "") -> Path:
@@ -24,16 +33,16 @@ def write_notebook(path: Path, *sources: str, extra_parameters: str = "") -> Pat
     return path
 
 
-def run_cli(*args, cwd=ROOT):
+def run_cli(*args, cwd=ROOT, env=None):
     return subprocess.run([sys.executable, "-m", "dermgan", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture
 def series(tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    write_notebook(notebooks / "00_first.ipynb", "print('first', seed)", extra_parameters="steps = None\n")
+    write_notebook(notebooks / "00_first.ipynb", "print('first', seed)", extra_parameters="steps: int | None = None\n")
     write_notebook(notebooks / "01_broken.ipynb", "x = 1", "raise ValueError('deliberate failure')")
     write_notebook(notebooks / "02_never.ipynb", "print('not reached')")
     return notebooks
@@ -55,6 +64,10 @@ def test_failing_cell_stops_the_run_and_is_named(series, tmp_path):
     source = nbformat.read(series / "01_broken.ipynb", as_version=4)
     assert "deliberate failure" in source.cells[failed["cell"]].source
     assert not (out / "02_never.ipynb").exists()
+    # the half-run copy is kept beside where the good one goes, never in its place
+    assert failed["kept"] == "01_broken.failed.ipynb" and not (out / "01_broken.ipynb").exists()
+    assert "deliberate failure" in (out / "01_broken.failed.ipynb").read_text()
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_manifest_records_parameters_versions_device_and_times(series, tmp_path):
@@ -96,12 +109,81 @@ def test_notebook_selection_by_number_title_and_from():
     assert pipeline.select_notebooks(notebooks, start="01_data") == notebooks[1:]
 
 
-def test_override_values_parse_as_literals():
-    assert pipeline.parse_override("steps=200") == ("steps", 200)
-    assert pipeline.parse_override("name=pix2pix") == ("name", "pix2pix")
-    assert pipeline.parse_override("ablation=False") == ("ablation", False)
+def test_override_is_split_at_the_first_equals_sign_and_stays_text():
+    assert pipeline.parse_override("steps=200") == ("steps", "200")
+    assert pipeline.parse_override("weights=a=b.pt") == ("weights", "a=b.pt")
     with pytest.raises(pipeline.PipelineError, match="name=value"):
         pipeline.parse_override("steps")
+
+
+def typed(name, kind, optional=False):
+    return pipeline.Parameter(name, kind, optional, None)
+
+
+def test_override_strings_are_converted_to_the_declared_type():
+    # issue 8: "false" and "no" used to arrive as truthy strings
+    assert pipeline.convert(typed("resume", bool), "false") is False
+    assert pipeline.convert(typed("ablation", bool, True), "no") is False
+    assert pipeline.convert(typed("ablation", bool, True), "True") is True
+    assert pipeline.convert(typed("ablation", bool, True), "None") is None
+    assert pipeline.convert(typed("steps", int, True), "3_000") == 3000
+    assert pipeline.convert(typed("lr", float), "2e-4") == 2e-4 and type(pipeline.convert(typed("lr", float), 1)) is float
+    assert pipeline.convert(typed("model", str), "dermgan") == "dermgan"
+    assert pipeline.convert(typed("model", str), '"pix2pix"') == "pix2pix"
+
+
+@pytest.mark.parametrize("kind, optional, value", [
+    (int, True, "abc"), (int, True, "3.5"), (int, False, "None"), (int, True, True), (bool, False, "maybe"),
+    (bool, False, 1), (float, False, "nan"), (float, False, "x"), (str, False, None)])
+def test_values_of_another_type_are_refused_in_one_line(kind, optional, value):
+    with pytest.raises(pipeline.PipelineError, match=f"parameter p expects {kind.__name__}.*got {value!r}"):
+        pipeline.convert(typed("p", kind, optional), value)
+
+
+def test_steps_abc_is_refused_before_anything_runs(series, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(pipeline.PipelineError, match="parameter steps expects int or None, got 'abc'"):
+        pipeline.run_series("smoke", series, out, run_dir=str(tmp_path / "run"), overrides={"steps": "abc"})
+    assert not out.exists() and not (tmp_path / "run").exists()
+
+
+def test_annotations_and_the_start_call_give_type_and_profile_field(tmp_path):
+    path = write_notebook(tmp_path / "02_t.ipynb", "ctx = start(profile, dermgan={'steps': steps, 'lr': rate})",
+                          extra_parameters="steps: int | None = None\nrate: None | float = None\nresume: bool = True\n")
+    params = pipeline.notebook_parameters(path)
+    assert (params["steps"].kind, params["steps"].optional, params["steps"].target) == (int, True, ("dermgan", "steps"))
+    assert (params["rate"].kind, params["rate"].target) == (float, ("dermgan", "lr"))
+    assert (params["resume"].kind, params["resume"].optional, params["resume"].target) == (bool, False, None)
+    assert params["profile"].type_name == "str" and params["run_dir"].type_name == "str | None"
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("steps = None", "not a typed parameter"), ("steps: list = []", "annotation 'list'"),
+    ("steps: int = 'ten'", "parameter steps expects int"), ("import os", "not a typed parameter")])
+def test_a_parameter_without_a_supported_annotation_is_an_error_of_the_notebook(tmp_path, line, problem):
+    path = write_notebook(tmp_path / "00_bad.ipynb", "print(1)", extra_parameters=line + "\n")
+    with pytest.raises(pipeline.PipelineError, match=problem) as caught:
+        pipeline.notebook_parameters(path)
+    assert "00_bad.ipynb" in str(caught.value)
+
+
+@pytest.mark.parametrize("notebook", pipeline.list_notebooks(ROOT / "notebooks"), ids=lambda p: p.stem)
+def test_every_committed_notebook_declares_typed_parameters(notebook):
+    params = pipeline.notebook_parameters(notebook)  # raises on an unannotated line
+    assert params["seed"].kind is int and params["run_dir"].optional
+
+
+def test_out_of_range_values_are_refused_before_anything_runs(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "00_t.ipynb", "ctx = start(profile, dermgan={'steps': steps})",
+                   extra_parameters="steps: int | None = None\n")
+    out, run = tmp_path / "out", tmp_path / "run"
+    with pytest.raises(pipeline.PipelineError, match="00_t.ipynb: dermgan.steps must be an integer >= 1, got 0"):
+        pipeline.run_series("smoke", notebooks, out, run_dir=str(run), overrides={"steps": "0"})
+    with pytest.raises(pipeline.PipelineError, match="data.image_size must be a power of two.*got 48"):
+        pipeline.run_series("smoke", notebooks, out, run_dir=str(run), overrides={"image_size": "48"})
+    assert not out.exists() and not run.exists()
 
 
 def test_staleness_check_flags_a_changed_cell(tmp_path):
@@ -151,3 +233,220 @@ def test_partial_run_keeps_the_record_of_notebooks_it_did_not_replace(series, tm
     assert [e["notebook"] for e in again["notebooks"]] == ["02_never.ipynb"]
     assert [e["notebook"] for e in again["earlier_runs"]] == ["00_first.ipynb"]
     assert again["earlier_runs"][0]["status"] == "ok" and "started" in again["earlier_runs"][0]
+
+
+# ---------------------------------------------------------------------------------------------- whole-series settings
+
+def write_two_notebooks(folder: Path) -> Path:
+    """00 declares image_size (and a bool); 01 declares neither and reads the data settings through start()."""
+    folder.mkdir()
+    write_notebook(folder / "00_declares.ipynb",
+                   "from dermgan import runtime\n"
+                   "ctx = runtime.start(profile, run_dir, seed, device, dataset, data_root, data={'image_size': image_size})\n"
+                   "print('size', ctx.profile.data.image_size, 'resume', type(resume).__name__, resume)",
+                   extra_parameters="image_size: int | None = None\nresume: bool = True\n")
+    write_notebook(folder / "01_plain.ipynb",
+                   "from dermgan import runtime\n"
+                   "ctx = runtime.start(profile, run_dir, seed, device, dataset, data_root)\n"
+                   "print('size', ctx.profile.data.image_size)")
+    return folder
+
+
+def printed(executed: Path) -> str:
+    nb = nbformat.read(executed, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_a_data_setting_reaches_every_notebook_and_typed_values_arrive_typed(tmp_path):
+    notebooks, out, run = write_two_notebooks(tmp_path / "notebooks"), tmp_path / "out", tmp_path / "run"
+    args = ("run", "--profile", "smoke", "--notebooks-dir", str(notebooks), "--output-dir", str(out),
+            "--run-dir", str(run), "-p", "image_size=16", "-p", "resume=false")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "size 16 resume bool False" in printed(out / "00_declares.ipynb")
+    assert "size 16" in printed(out / "01_plain.ipynb")  # issue 8: it used to run at the profile's 32
+    assert json.loads((run / "run.json").read_text())["data"]["image_size"] == 16
+    # console: one line per notebook, none of the kernel's harmless warnings, no papermill "unknown parameter"
+    assert first.stdout.splitlines()[0].startswith("[1/2] 00_declares.ipynb ... ok (")
+    for noise in ("without encryption", "KeyboardInterrupt", "unknown parameter", "Traceback"):
+        assert noise not in first.stderr + first.stdout
+    second = run_cli(*args)
+    assert second.returncode == 0 and " left)" in second.stdout.splitlines()[0]  # from the first manifest
+    # the same run directory at the profile's size is refused, naming the difference and the way out
+    plain = run_cli(*args[:-4])
+    assert plain.returncode == 1
+    assert "data.image_size: 16 in run.json, 32 asked for now" in plain.stderr and "--run-dir" in plain.stderr
+
+
+def checksums(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_real_data_run_leaves_the_synthetic_results_untouched(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "00_data.ipynb",
+                   "from dermgan import runtime\nfrom dermgan.data import load_for_run\n"
+                   "ctx = runtime.start(profile, run_dir, seed, device, dataset, data_root)\n"
+                   "data = load_for_run(ctx)\n"
+                   "(ctx.run_dir / 'marker.txt').write_text(f'{data.name} {len(data.images)}')")
+    make_ham(tmp_path / "ham", n_lesions=14)
+    home = {"DERMGAN_HOME": str(tmp_path / "home")}
+    common = ("run", "--profile", "smoke", "--notebooks-dir", str(notebooks))
+    synthetic = run_cli(*common, "-p", "n_images=40", env=home)
+    assert synthetic.returncode == 0, synthetic.stderr
+    runs, executed = tmp_path / "home" / "runs", tmp_path / "home" / "papermill_runs"
+    before = checksums(runs / "smoke"), checksums(executed / "smoke")
+    assert (runs / "smoke" / "marker.txt").read_text() == "synthetic 40"
+    real = run_cli(*common, "--dataset", "ham10000", "--data-root", str(tmp_path / "ham"), env=home)
+    assert real.returncode == 0, real.stderr
+    assert (checksums(runs / "smoke"), checksums(executed / "smoke")) == before
+    assert (runs / "smoke-ham10000" / "marker.txt").read_text().startswith("ham10000 ")
+    assert (executed / "smoke-ham10000" / "00_data.ipynb").is_file()
+    # pointing the real run at the synthetic run directory is refused, naming the dataset
+    mixed = run_cli(*common, "--dataset", "ham10000", "--data-root", str(tmp_path / "ham"),
+                    "--run-dir", str(runs / "smoke"), "--output-dir", str(tmp_path / "elsewhere"), env=home)
+    assert mixed.returncode == 1 and "dataset: 'synthetic' in run.json, 'ham10000' asked for now" in mixed.stderr
+    assert (checksums(runs / "smoke"), checksums(executed / "smoke")) == before
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+@pytest.fixture
+def fake_papermill(monkeypatch):
+    """papermill.execute_notebook replaced: writes a copy marked `text`, then does what `then` says."""
+    import papermill
+
+    behaviour = {"text": "complete", "then": None}
+
+    def execute_notebook(source, output, **kwargs):
+        nb = nbformat.read(source, as_version=4)
+        nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=behaviour["text"])]
+        nbformat.write(nb, output)
+        if behaviour["then"] is not None:
+            raise behaviour["then"]
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return behaviour
+
+
+def test_ctrl_c_keeps_the_good_copy_and_the_partial_one_beside_it(series, tmp_path, fake_papermill):
+    out, run = tmp_path / "out", str(tmp_path / "run")
+    pipeline.run_series("smoke", series, out, run_dir=run, only="00", log=QUIET)
+    good = (out / "00_first.ipynb").read_bytes()
+    fake_papermill.update(text="half a run", then=KeyboardInterrupt())
+    with pytest.raises(pipeline.Interrupted, match="interrupted during 00_first.ipynb.*00_first.interrupted.ipynb"):
+        pipeline.run_series("smoke", series, out, run_dir=run, only="00", log=QUIET)
+    assert (out / "00_first.ipynb").read_bytes() == good
+    assert "half a run" in (out / "00_first.interrupted.ipynb").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["notebooks"][0]["status"] == "interrupted"
+    assert [e["notebook"] for e in manifest["earlier_runs"]] == ["00_first.ipynb"]  # the good copy's record
+    assert not list(out.glob(".partial*"))
+
+
+def test_a_kernel_interrupt_is_an_interruption_not_a_failure(series, tmp_path, fake_papermill):
+    from papermill.exceptions import PapermillExecutionError
+
+    fake_papermill.update(then=PapermillExecutionError(3, 1, "x", "KeyboardInterrupt", "", []))
+    with pytest.raises(pipeline.Interrupted, match="no 00_first.ipynb yet"):
+        pipeline.run_series("smoke", series, tmp_path / "out", run_dir=str(tmp_path / "run"), only="00", log=QUIET)
+
+
+def test_a_truncated_manifest_is_kept_aside_not_taken_for_an_empty_history(series, tmp_path, fake_papermill):
+    out, notes = tmp_path / "out", []
+    out.mkdir()
+    (out / "manifest.json").write_text('{"profile": "smoke", "notebooks": [{"notebook"')
+    (out / ".partial-999999999").mkdir()
+    (out / ".partial-999999999" / "00_first.ipynb").write_text("left by a killed run")
+    pipeline.run_series("smoke", series, out, run_dir=str(tmp_path / "run"), only="00",
+                        log=lambda *a, **k: notes.append(" ".join(map(str, a))))
+    aside = list(out.glob("manifest.corrupt-*.json"))
+    assert len(aside) == 1 and aside[0].read_text().startswith('{"profile": "smoke", "notebooks": [{')
+    assert any("could not be read" in n and aside[0].name in n for n in notes)
+    assert json.loads((out / "manifest.json").read_text())["notebooks"][0]["status"] == "ok"
+    assert not (out / ".partial-999999999").exists()
+
+
+# ---------------------------------------------------------------------------------------------- clean errors
+
+def size_mismatch() -> RuntimeError:
+    try:
+        torch.nn.Linear(2, 3).load_state_dict(torch.nn.Linear(2, 4).state_dict())
+    except RuntimeError as error:
+        return error
+    raise AssertionError("torch accepted a state_dict of another size")
+
+
+def checkpoint_error():
+    from dermgan.train import CheckpointError
+
+    return CheckpointError("runs/x/checkpoints/dermgan/last.pt is truncated; delete it or train with --fresh")
+
+
+@pytest.mark.parametrize("make_error, expected", [
+    (lambda: PermissionError(errno.EACCES, "Permission denied", "/r/manifest.json"),
+     "cannot write /r/manifest.json: Permission denied; choose a writable --run-dir"),
+    (lambda: OSError(errno.EROFS, "Read-only file system", "/r/data"), "cannot write /r/data: Read-only"),
+    (lambda: OSError(errno.ENOSPC, "No space left on device", "/r/last.pt"), "no space left while writing /r/last.pt"),
+    (checkpoint_error, "last.pt is truncated; delete it or train with --fresh"),
+    (size_mismatch, "Error(s) in loading state_dict for Linear: size mismatch for weight"),
+    (lambda: pipeline.NotebookFailure("02_x.ipynb", 5, "RuntimeError: boom", Path("/o/02_x.failed.ipynb")),
+     "notebook 02_x.ipynb failed in cell 5 (counting from 0): RuntimeError: boom; the traceback is in"),
+])
+def test_cli_errors_are_one_line_naming_the_problem(monkeypatch, capsys, make_error, expected):
+    def fail(*args, **kwargs):
+        raise make_error()
+
+    monkeypatch.setattr(pipeline, "run_series", fail)
+    assert pipeline.main(["run", "--profile", "smoke"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
+    with pytest.raises(type(make_error())):  # --debug shows the real exception and its traceback
+        pipeline.main(["--debug", "run", "--profile", "smoke"])
+
+
+def test_a_multi_line_notebook_error_becomes_one_line():
+    text = pipeline.one_line("RuntimeError", str(size_mismatch()))
+    assert "\n" not in text and text.startswith("RuntimeError: Error(s) in loading state_dict for Linear: size")
+    assert text.endswith("(+1 more lines)")
+
+
+def test_an_unknown_kernel_is_refused_before_anything_runs(series, tmp_path):
+    with pytest.raises(pipeline.PipelineError, match="no Jupyter kernel named 'nosuchkernel'"):
+        pipeline.run_series("smoke", series, tmp_path / "out", run_dir=str(tmp_path / "run"), kernel="nosuchkernel")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_checks_the_model_name_before_building_the_dataset(tmp_path):
+    result = run_cli("train", "--profile", "smoke", "--model", "dermgan-nonsense", "--dataset", "ham10000",
+                     "--data-root", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "unknown model 'dermgan-nonsense'; choose one of: pix2pix, dermgan" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------- help
+
+def help_text(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as done:
+        pipeline.main([*argv, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_describes_every_command_and_points_to_the_parameters(capsys):
+    top = help_text(capsys)
+    for command in ("run", "list", "train"):
+        assert f"    {command} " in top
+    run = help_text(capsys, "run")
+    assert "examples:" in run and "python -m dermgan list" in run and "-p resume=false" in run
+    train = help_text(capsys, "train")
+    assert "profiles: smoke, cpu, paper" in train and "dermgan-onehot" in train and "Resume rule" in train
+
+
+def test_list_shows_each_parameter_with_its_type(capsys):
+    assert pipeline.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert "steps: int | None" in listed and "resume: bool" in listed and "image_size: int | None" in listed
