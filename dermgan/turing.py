@@ -206,6 +206,19 @@ def design_study(real: ImagePool, models: dict[str, ImagePool], classes, n_per_m
                  condition_matched)
 
 
+def design_largest_study(real: ImagePool, models: dict[str, ImagePool], classes, n_per_model: int, seed: int,
+                         dataset: str = "synthetic") -> Study:
+    """design_study with n_per_model, or with the largest smaller number the test split allows (study.n_per_model
+    says which; the caller reports it). Many models against a small test split (smoke) need this."""
+    for n in range(n_per_model, 0, -1):
+        try:
+            return design_study(real, models, classes, n, seed, dataset)
+        except TuringError:
+            if n == 1:
+                raise
+    raise TuringError(f"n_per_model must be >= 1, got {n_per_model}")
+
+
 def run_pools(ctx, models: list[str] | None = None) -> tuple:
     """(dataset, real test-split pool, {model: samples pool}) of a run directory; `models` None = every
     samples/<model>/samples.npz there, else the named ones (a missing one is an error)."""

@@ -115,6 +115,9 @@ def test_impossible_study_size_is_a_clear_error():
         T.design_study(real, fakes, CLASSES, n_per_model=50, seed=0)
     with pytest.raises(T.TuringError, match=r"the test split has \d+ real images free for 12 samples"):
         T.design_study(real, fakes, CLASSES, n_per_model=6, seed=0)
+    # 12 test rows: each model's sample uses one and its real partner another -> at most 3 per model
+    assert T.design_largest_study(real, fakes, CLASSES, n_per_model=6, seed=0).n_per_model == 3
+    assert T.design_largest_study(real, fakes, CLASSES, n_per_model=2, seed=0).n_per_model == 2
     with pytest.raises(T.TuringError, match="no generated samples"):
         T.design_study(real, {}, CLASSES, n_per_model=1, seed=0)
 
