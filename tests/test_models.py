@@ -393,3 +393,35 @@ def test_evaluated_generator_is_the_ema_when_kept_and_says_so(tmp_path):
     assert all(torch.equal(v, saved["generator"][k]) for k, v in G.state_dict().items())
     _tiny_training(tmp_path / "none", steps=2)  # no EMA kept: "ema" falls back to the raw weights
     assert dg.evaluated_generator(tmp_path / "none")[1]["evaluation"]["weights"] == "raw"
+
+
+# -- artefacts ----------------------------------------------------------------------------------------------
+
+
+def test_flat_map_gives_a_flat_image_only_with_reflect_padding_everywhere():
+    # Nothing in a flat map asks for an edge: with reflect padding every layer maps a constant to a constant, so
+    # the image is exactly flat per channel. Zero padding in the encoder makes the border rows differ (the frame).
+    flat = torch.full((1, 3, 64, 64), 0.3)
+
+    def spread(encoder_padding, resize_padding="reflect"):
+        torch.manual_seed(0)
+        G = UNetGenerator(3, 3, 64, base=8, upsample="resize", resize_padding=resize_padding,
+                          encoder_padding=encoder_padding).eval()
+        with torch.no_grad():
+            y = G(flat)[0]
+        return (y - y[:, 32:33, 32:33]).abs().amax(dim=0)  # deviation from the centre pixel, per position
+
+    assert spread("reflect").max().item() == 0.0
+    frame = spread("zeros")
+    assert frame[:3].max() > 100 * frame[8:56, 8:56].max()  # concentrated at the border
+    assert spread("reflect", "zeros").max() > 1e-6
+    with pytest.raises(ValueError, match="encoder_padding"):
+        UNetGenerator(3, 3, 32, encoder_padding="circular")
+
+
+def test_dermgan_uses_reflect_padding_and_pix2pix_keeps_zero_padding():
+    cfg = PROFILES["cpu"].dermgan
+    for name, mode in (("dermgan", "reflect"), ("pix2pix", "zeros"), ("dermgan-transpose", "zeros")):
+        G = dg.build(name, dataclasses.replace(cfg, base_filters=4), image_size=32).generator
+        assert all(block[-2 if i else -1].padding_mode == mode for i, block in enumerate(G.down)
+                   if isinstance(block[-2 if i else -1], torch.nn.Conv2d)), name

@@ -107,6 +107,8 @@ class Pix2PixRecipe:
             upsample=variant.upsample,
             dropout=cfg.dropout,
             resize_padding=cfg.resize_padding,
+            # pix2pix's transposed generator stays as the reference implementation has it (zero padding)
+            encoder_padding=cfg.encoder_padding if variant.upsample == "resize" else "zeros",
         )
         self.discriminator = MultiScaleDiscriminator(
             map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.d_norm or cfg.norm, variant.n_scales, image_size

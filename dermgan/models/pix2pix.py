@@ -8,10 +8,14 @@ description:
   base, 2 base, 4 base, 8 base, 8 base, ...; LeakyReLU(0.2) before each conv except the first, a norm after
   each except the first and the innermost. The decoder mirrors it with ReLU -> up -> norm, concatenating the
   encoder's skip, dropout in the first `n_dropout` decoder blocks, tanh at the end.
-  `upsample="transpose"`: 4x4 stride-2 transposed conv (pix2pix). `upsample="resize"`: nearest-neighbour x2
-  then a 3x3 conv (DermGAN; avoids the checkerboard artefacts of transposed convs). `resize_padding` pads
-  those 3x3 convs with zeros (default) or by reflection: zero padding in every decoder block, down to the 2x2
-  maps where the border is most of the image, gives resize generators a visible frame.
+  `upsample="transpose"`: 4x4 stride-2 transposed conv (pix2pix; its uneven kernel overlap gives the known
+  checkerboard, expected and left as the reference has it). `upsample="resize"`: nearest-neighbour x2 then a
+  3x3 conv (DermGAN; no checkerboard). `resize_padding` (decoder) and `encoder_padding` pad the convs with zeros
+  (pix2pix) or by reflection. The frame artefact: with zero padding, a border position of every level sees
+  zeros where the interior sees skin, so its features differ from the interior's even for a flat map; the skip
+  connections carry that difference to the decoder, whose nearest-neighbour x2 upsampling repeats a level-k
+  border cell over 2**k pixels, so it shows as a line a few pixels inside the image border. With reflect padding
+  in both, a flat map gives an exactly flat image (eval mode; tested).
 - PatchGAN: 4x4 convs, `n_layers` stride-2 blocks, then a stride-1 block and a 1-channel stride-1 conv
   (n_layers=3 gives the 70x70 receptive field). It sees concat(map, image).
 - Multi-scale D (pix2pixHD style): N PatchGANs, scale k sees the input average-pooled k times.
@@ -81,6 +85,7 @@ class UNetGenerator(nn.Module):
         dropout: float = 0.5,
         n_dropout: int = 3,
         resize_padding: str = "zeros",
+        encoder_padding: str = "zeros",
     ):
         super().__init__()
         if depth is None:
@@ -95,10 +100,9 @@ class UNetGenerator(nn.Module):
             )
         if upsample not in UPSAMPLES:
             raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLES}")
-        if resize_padding not in ("zeros", "reflect", "replicate"):
-            raise ValueError(
-                f"resize_padding must be 'zeros', 'reflect' or 'replicate', got {resize_padding!r}"
-            )
+        for what, mode in (("resize_padding", resize_padding), ("encoder_padding", encoder_padding)):
+            if mode not in ("zeros", "reflect", "replicate"):
+                raise ValueError(f"{what} must be 'zeros', 'reflect' or 'replicate', got {mode!r}")
         self.depth, self.image_size = depth, image_size
         # Batch norm has its own shift, so the convs before it need no bias (as in pix2pix).
         bias = norm != "batch"
@@ -107,7 +111,7 @@ class UNetGenerator(nn.Module):
         for i, width in enumerate(widths):
             c_in = in_channels if i == 0 else widths[i - 1]
             layers = [] if i == 0 else [nn.LeakyReLU(0.2)]
-            layers.append(nn.Conv2d(c_in, width, 4, stride=2, padding=1, bias=bias))
+            layers.append(nn.Conv2d(c_in, width, 4, stride=2, padding=1, bias=bias, padding_mode=encoder_padding))
             if 0 < i < depth - 1:  # no norm on the raw input, none on the 1x1 bottleneck
                 layers.append(_norm(norm, width))
             self.down.append(nn.Sequential(*layers))
