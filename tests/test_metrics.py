@@ -556,6 +556,7 @@ def test_fid_infinity_curve_ends_at_the_full_set_fid():
         result = fid_infinity(x, y, MetricOptions(fid_inf_bootstrap=3, fid_inf_points=4))
         assert sorted(result.extra["curve"]) == [27, 48, 69, 90]
         assert result.extra["curve"][90] == pytest.approx(fid_by_hand(x, y), rel=1e-6)
+        assert result.extra["n_below_feature_dim"] == (d == 300)
         assert result.interval[0] <= result.value <= result.interval[1]
     with pytest.raises(ValueError, match="distinct subset sizes"):
         fid_infinity(x[:5], y[:5], MetricOptions(fid_inf_bootstrap=1))

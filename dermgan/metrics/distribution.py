@@ -157,8 +157,9 @@ def fid_infinity(real_features: np.ndarray, generated_features: np.ndarray, opti
     procedure repeated on `fid_inf_bootstrap` resamples of the images (one subset per size), re-centred on the
     estimate like every interval here, so it describes the spread of FID-infinity at these set sizes.
 
-    Caveat: the 1/n law is established for n above the feature dimension; with a few hundred images and
-    2048-d Inception features the extrapolation leans on it well outside that range (see R^2 and the curve).
+    Caveat: the 1/n law holds for n above the feature dimension d. Below it the extrapolation removes only a small
+    part of the bias: 2048-d Gaussian features, n = 600, true FID 20.5 gave FID 2298 and FID-infinity 2048.
+    extra["n_below_feature_dim"] says when the subsets are smaller than d.
     """
     _check_features(real_features, generated_features, "fid_infinity")
     n_r, n_g = len(real_features), len(generated_features)
@@ -175,8 +176,9 @@ def fid_infinity(real_features: np.ndarray, generated_features: np.ndarray, opti
     curve = {int(n): float(values[ns == n].mean()) for n in sizes}
     # FID-infinity can come out below 0 (an extrapolation): the interval is not clipped, so it stays honest.
     result = result_with_interval("fid_infinity", value, replicates, n_r, n_g, options, extractor, slope=slope,
-                                  r2=r2, curve=curve, draws=options.fid_inf_draws, feature_dim=int(
-                                      real_features.shape[1]))
+                                  r2=r2, curve=curve, draws=options.fid_inf_draws,
+                                  feature_dim=int(real_features.shape[1]),
+                                  n_below_feature_dim=bool(sizes.min() <= real_features.shape[1]))
     result.extra["n_bootstrap"] = int(options.fid_inf_bootstrap)
     return result
 
