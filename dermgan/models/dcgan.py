@@ -1,5 +1,5 @@
-"""Noise-to-image networks in the DCGAN family: the DCGAN of Radford et al. 2016 (MelanoGANs' first baseline) and
-Furger et al.'s unconditional skin generator with its two-scale discriminator.
+"""Noise-to-image networks in the DCGAN family: the DCGAN of Radford et al. 2016 (MelanoGANs' first baseline)
+and Furger et al.'s unconditional skin generator with its two-scale discriminator.
 
 DCGAN, as in the paper and the widely used PyTorch example (so that the 64 px, 100-d noise, 64-filter networks
 have the example's 3,576,704 / 2,765,568 parameters): every conv is 4x4 without a bias.
@@ -16,9 +16,9 @@ Furger et al. (papers.md sec. 3.3, from their code; TF/Keras semantics ported):
 - G: z (100) -> dense to 8x8x64 (no bias) -> batch norm -> ReLU -> transposed convs 5x5 stride 2 (no bias) +
   batch norm + LeakyReLU(0.2), channels halving from `filters` (512 in their 128/256 px models), up to
   `image_size` -> 5x5 conv to 3 channels -> tanh.
-- D: two sub-discriminators, on the image and on its nearest-neighbour half-size copy; each is conv 4x4 stride 2
-  + batch norm + LeakyReLU(0.2) + dropout 0.3, channels doubling from `filters` (32 in their code), down to
-  8x8 at full scale; flatten; dense to one logit (no bias). The output is the mean of the two logits.
+- D: two sub-discriminators, on the image and on its nearest-neighbour half-size copy; each is conv 4x4
+  stride 2 + batch norm + LeakyReLU(0.2) + dropout 0.3, channels doubling from `filters` (32 in their code),
+  down to 8x8 at full scale; flatten; dense to one logit (no bias). The output is the mean of the two logits.
 - Keras batch norm (momentum 0.99, eps 1e-3) is PyTorch momentum 0.01, eps 1e-3; Keras' Glorot-uniform init.
 """
 
@@ -35,12 +35,14 @@ def check_power_of_two(size: int, smallest: int, what: str) -> int:
     """log2(size / smallest), after checking that size is smallest * 2**k with k >= 1."""
     ratio = size / smallest
     if size < 2 * smallest or ratio != 2 ** round(math.log2(ratio)):
-        raise ValueError(f"{what}: image size {size} must be {smallest} px times a power of two (>= {2 * smallest})")
+        raise ValueError(f"{what}: image size {size} must be {smallest} px times a power of two "
+                         f"(>= {2 * smallest})")
     return int(round(math.log2(ratio)))
 
 
 def dcgan_channels(image_size: int, resolution: int, base: int, max_filters: int) -> int:
-    """Channels of the DCGAN map at `resolution`: `base` at half the image size, doubling per halving, capped."""
+    """Channels of the DCGAN map at `resolution`: `base` at half the image size, doubling per halving,
+    capped."""
     return min(max_filters, base * image_size // (2 * resolution))
 
 
@@ -144,7 +146,8 @@ class FurgerGenerator(nn.Module):
         n_up = check_power_of_two(image_size, FURGER_SEED_SIZE, "Furger generator")
         self.noise_dim, self.image_size = noise_dim, image_size
         seed = FURGER_SEED_CHANNELS * FURGER_SEED_SIZE**2
-        self.project = nn.Sequential(nn.Linear(noise_dim, seed, bias=False), _keras_batch_norm(seed, 1), nn.ReLU())
+        self.project = nn.Sequential(nn.Linear(noise_dim, seed, bias=False), _keras_batch_norm(seed, 1),
+                                     nn.ReLU())
         layers: list[nn.Module] = []
         channels = FURGER_SEED_CHANNELS
         for i in range(n_up):
@@ -175,8 +178,8 @@ class _FurgerSubDiscriminator(nn.Module):
         channels = 3
         for i in range(n_blocks):
             out = filters << i
-            layers += [nn.Conv2d(channels, out, 4, 2, 1, bias=False), _keras_batch_norm(out), nn.LeakyReLU(0.2),
-                       nn.Dropout(dropout)]
+            layers += [nn.Conv2d(channels, out, 4, 2, 1, bias=False), _keras_batch_norm(out),
+                       nn.LeakyReLU(0.2), nn.Dropout(dropout)]
             channels = out
         self.features = nn.Sequential(*layers)
         final = input_size >> n_blocks

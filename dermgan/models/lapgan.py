@@ -1,8 +1,8 @@
 """Laplacian-pyramid GANs: LAPGAN (Denton et al. 2015) and MelanoGANs' modification of it, "DDGAN".
 
 Pyramid (our choice; Denton et al. blur with a Gaussian): `down` is 2x2 average pooling, `up` bilinear x2.
-For an image x with Gaussian levels g_K = x, g_{k-1} = down(g_k), the residuals are h_k = g_k - up(g_{k-1}) and
-x = up(...up(g_0) + h_1 ...) + h_K exactly, whatever `down` and `up` are (`reconstruct`).
+For an image x with Gaussian levels g_K = x, g_{k-1} = down(g_k), the residuals are h_k = g_k - up(g_{k-1})
+and x = up(...up(g_0) + h_1 ...) + h_K exactly, whatever `down` and `up` are (`reconstruct`).
 
 LAPGAN: level 0 is a DCGAN generator from noise z_0 to the coarsest image; level k >= 1 is a conditional
 generator that takes up(I_{k-1}) and a noise plane z_k (`noise_channels` channels at the level's size) and
@@ -14,10 +14,10 @@ per-level GANs (Denton et al. train the levels separately; the joint step gives 
 directions, scaled by 1 / levels since the loss is the mean over levels). Sampling chains the
 levels from z_0.
 
-DDGAN (MelanoGANs, from a third-party summary, papers.md sec. 2.2, unverified): one noise source z_0 only at the
-lowest level; each stage k >= 1 maps the previous stage's *whole image* I_{k-1} to a whole image I_k through
-learned up-sampling -- "upsample": bilinear x2 then a 3x3 conv; "deconv": a 4x4 stride-2 transposed conv --
-followed by conv layers and tanh (our choice: the stage passes only its image on, as LAPGAN does); a
+DDGAN (MelanoGANs, from a third-party summary, papers.md sec. 2.2, unverified): one noise source z_0 only at
+the lowest level; each stage k >= 1 maps the previous stage's *whole image* I_{k-1} to a whole image I_k
+through learned up-sampling -- "upsample": bilinear x2 then a 3x3 conv; "deconv": a 4x4 stride-2 transposed
+conv -- followed by conv layers and tanh (our choice: the stage passes only its image on, as LAPGAN does); a
 discriminator per level judges whole images (real: the Gaussian level g_k); all stages are trained end to end,
 the generator loss of the finest level reaching every stage.
 """
@@ -67,13 +67,14 @@ def reconstruct(coarsest: torch.Tensor, residuals: list[torch.Tensor]) -> torch.
 
 
 def level_sizes(image_size: int, levels: int) -> list[int]:
-    """Image size of each level, coarsest first; the coarsest must be at least 8 px (4x4 DCGAN maps + one step)."""
+    """Image size of each level, coarsest first; the coarsest must be at least 8 px (a 4x4 DCGAN map + one
+    step)."""
     if levels < 2:
         raise ValueError(f"a Laplacian pyramid needs at least 2 levels, got {levels}")
     coarsest = image_size >> (levels - 1)
     if coarsest << (levels - 1) != image_size or coarsest < 8:
-        raise ValueError(f"image size {image_size} cannot be split into {levels} pyramid levels whose coarsest "
-                         f"is at least 8 px; use fewer levels")
+        raise ValueError(f"image size {image_size} cannot be split into {levels} pyramid levels whose "
+                         f"coarsest is at least 8 px; use fewer levels")
     check_power_of_two(coarsest, 4, "coarsest pyramid level")
     return [coarsest << k for k in range(levels)]
 
@@ -108,8 +109,9 @@ class LaplacianGenerator(nn.Module):
     """LAPGAN generator. forward(noises, conditions) -> [coarsest image, h_1, ..., h_K] (training: level k is
     conditioned on conditions[k-1] = up(real g_{k-1})); synthesise(noises) chains the levels from z_0."""
 
-    def __init__(self, image_size: int, levels: int, noise_dim: int = 64, base: int = 64, max_filters: int = 1024,
-                 level_filters: int = 64, noise_channels: int = 1, level_layers: int = 3):
+    def __init__(self, image_size: int, levels: int, noise_dim: int = 64, base: int = 64,
+                 max_filters: int = 1024, level_filters: int = 64, noise_channels: int = 1,
+                 level_layers: int = 3):
         super().__init__()
         self.sizes = level_sizes(image_size, levels)
         self.noise_dim, self.noise_channels = noise_dim, noise_channels
@@ -140,7 +142,8 @@ class LaplacianDiscriminator(nn.Module):
         sizes = level_sizes(image_size, levels)
         self.levels = nn.ModuleList(
             [DCGANDiscriminator(sizes[0], base, max_filters, width_size=image_size)]
-            + [DCGANDiscriminator(s, base, max_filters, in_channels=6, width_size=image_size) for s in sizes[1:]])
+            + [DCGANDiscriminator(s, base, max_filters, in_channels=6, width_size=image_size)
+               for s in sizes[1:]])
 
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [d(x) for d, x in zip(self.levels, inputs)]
@@ -184,7 +187,8 @@ class DDGANGenerator(nn.Module):
         self.sizes = level_sizes(image_size, levels)
         self.noise_dim = noise_dim
         self.coarse = DCGANGenerator(self.sizes[0], noise_dim, base, max_filters, width_size=image_size)
-        self.stages = nn.ModuleList(RefineStage(upsample, level_filters, level_layers) for _ in self.sizes[1:])
+        self.stages = nn.ModuleList(RefineStage(upsample, level_filters, level_layers)
+                                    for _ in self.sizes[1:])
 
     def noise_shapes(self) -> list[tuple[int, ...]]:
         return [(self.noise_dim,)]

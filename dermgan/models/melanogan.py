@@ -15,9 +15,9 @@ real-data readers already centre-crop to a square and resize (dermgan.data.sourc
 rendered square, so nothing more is done here.
 
 Noise is drawn inside `generate` from the torch RNG (the loop keeps resume exact by restoring RNG states).
-Samples for files are drawn with one seeded generator *per image* (`image_noise`), so image i of a seed has the
-same noise whatever the batch size or the number of images asked for (pixels may differ by one intensity level
-between batch sizes, where BLAS rounds differently).
+Samples for files are drawn with one seeded generator *per image* (`image_noise`), so image i of a seed has
+the same noise whatever the batch size or the number of images asked for (pixels may differ by one intensity
+level between batch sizes, where BLAS rounds differently).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def parse_model(name: str) -> ModelSpec:
 
 def model_names(cfg: MelanoGANConfig, with_melanoma: bool = True) -> list[str]:
     """The models a profile trains: the four MelanoGAN models, Furger's (cfg.furger), and with
-    cfg.melanoma_only (and `with_melanoma`, false for a dataset without melanoma) their melanoma-only twins."""
+    cfg.melanoma_only (and `with_melanoma`, false for a dataset without melanoma) their melanoma-only
+    twins."""
     names = list(MELANOMA_KINDS) + (["furger-dcgan"] if cfg.furger else [])
     if cfg.melanoma_only and with_melanoma:
         names += [k + MELANOMA_SUFFIX for k in MELANOMA_KINDS]
@@ -81,8 +82,9 @@ def build_networks(kind: str, cfg: MelanoGANConfig, image_size: int) -> tuple[nn
     if kind == "dcgan":
         return (DCGANGenerator(image_size, cfg.noise_dim, **widths), DCGANDiscriminator(image_size, **widths))
     if kind == "lapgan":
-        G = lp.LaplacianGenerator(image_size, cfg.pyramid_levels, cfg.noise_dim, level_filters=cfg.level_filters,
-                                  noise_channels=cfg.noise_channels, level_layers=cfg.level_layers, **widths)
+        G = lp.LaplacianGenerator(image_size, cfg.pyramid_levels, cfg.noise_dim,
+                                  level_filters=cfg.level_filters, noise_channels=cfg.noise_channels,
+                                  level_layers=cfg.level_layers, **widths)
         return G, lp.LaplacianDiscriminator(image_size, cfg.pyramid_levels, **widths)
     if kind in ("ddgan-upsample", "ddgan-deconv"):
         G = lp.DDGANGenerator(image_size, cfg.pyramid_levels, kind.split("-")[1], cfg.noise_dim,
@@ -236,14 +238,15 @@ def check_resumable(checkpoint_path, recipe: NoiseGANRecipe) -> None:
     current = recipe.metadata()
     differing = sorted(k for k in current if saved.get(k) != current[k])
     if differing:
-        raise CheckpointError(f"{checkpoint_path} was trained with other {', '.join(differing)} than this run "
-                              "(e.g. another dataset or profile); use another run_dir or resume=False")
+        raise CheckpointError(f"{checkpoint_path} was trained with other {', '.join(differing)} than this "
+                              "run (e.g. another dataset or profile); use another run_dir or resume=False")
 
 
 def train_model(name: str, ctx, train_data, resume: bool = True):
     """Train one named model on a SkinData training split with the run context's profile: (recipe, result).
 
-    Writes checkpoints/<name>/{last.pt, generator.pt, grids/step_*.png} and logs/<name>.csv in the run directory.
+    Writes checkpoints/<name>/{last.pt, generator.pt, grids/step_*.png} and logs/<name>.csv in the run
+    directory.
     """
     from dermgan.metrics.features import data_hash
     from dermgan.train import train
@@ -251,8 +254,8 @@ def train_model(name: str, ctx, train_data, resume: bool = True):
     cfg = ctx.profile.melanogan
     images = training_images(name, train_data)
     if len(images) < cfg.batch_size:
-        raise ValueError(f"{name}: {len(images)} training images in {train_data.name}, fewer than one batch of "
-                         f"{cfg.batch_size}; lower batch_size or use more data")
+        raise ValueError(f"{name}: {len(images)} training images in {train_data.name}, fewer than one batch "
+                         f"of {cfg.batch_size}; lower batch_size or use more data")
     recipe = build(name, cfg, train_data.image_size)
     recipe.data_record = {"dataset": train_data.name, "n_images": len(images), "sha1": data_hash(images)}
     folder = ctx.run_dir / "checkpoints" / name
@@ -272,7 +275,8 @@ def image_noise(G: nn.Module, rows, seed: int) -> list[torch.Tensor]:
     (seed, row), so an image does not depend on which other images are drawn with it."""
     per_image = []
     for row in rows:
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, int(row)]).generate_state(1)[0]))
+        state = np.random.SeedSequence([seed, int(row)]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
         per_image.append([torch.randn(shape, generator=generator) for shape in G.noise_shapes()])
     return [torch.stack(parts) for parts in zip(*per_image)]
 
@@ -310,9 +314,9 @@ def load_generator(checkpoint_dir, device="cpu") -> tuple[nn.Module, dict]:
 
 
 def write_model_samples(ctx, name: str, G: nn.Module, n: int, classes, meta: dict):
-    """samples/<name>/samples.npz + meta.json for 05 (and 07 for melanoma models): n images from seed ctx.seed;
-    condition = melanoma's index for melanoma-only models, -1 ("all lesions") otherwise; Fitzpatrick and source
-    index -1 (unknown / not generated from a test input)."""
+    """samples/<name>/samples.npz + meta.json for 05 (and 07 for melanoma models): n images from seed
+    ctx.seed; condition = melanoma's index for melanoma-only models, -1 ("all lesions") otherwise; Fitzpatrick
+    and source index -1 (unknown / not generated from a test input)."""
     from dermgan.models.dermgan import write_samples
 
     images = sample_images(G, n, ctx.seed, device=ctx.device)
