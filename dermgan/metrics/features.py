@@ -379,6 +379,7 @@ def _atomic_savez(path: Path, **arrays) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             np.savez(out, **arrays)
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; a cache is as readable as any other run artefact
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
