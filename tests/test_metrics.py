@@ -620,3 +620,14 @@ def test_kid_interval_covers_the_true_mmd():
     assert np.mean(covered) >= 0.85, np.mean(covered)  # 95 % nominal; 51 of 60 or more
     assert 2.5 < np.mean(widths) / np.std(values) < 6.0  # a 95 % normal interval spans 3.9 sd
     assert abs(np.mean(values) - truth) < 3 * np.std(values) / np.sqrt(60)  # and KID is unbiased
+
+
+def test_fid_infinity_of_sets_too_small_for_a_fit_is_nan_with_the_reason():
+    """A real-data fixture of a dozen images must not stop notebook 05: the metric says why it has no value."""
+    from dermgan.metrics.evaluate import fid_infinity_metric
+
+    rng = np.random.default_rng(0)
+    small = ImageSet(rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8), np.zeros(4), np.full(4, np.nan))
+    options = MetricOptions(store=FeatureStore(get_extractor("pixel-stats")), n_bootstrap=5)
+    [result] = fid_infinity_metric(small, small, options)
+    assert np.isnan(result.value) and "distinct subset sizes" in result.extra["note"]

@@ -29,6 +29,13 @@ def fid_metric(real, generated, options):
 
 def fid_infinity_metric(real, generated, options):
     fr, fg, name = _features(real, generated, options, "fid_infinity")
+    try:
+        sizes_ok = distribution.fid_subset_sizes(len(fr), len(fg), options) is not None
+    except ValueError as too_few:  # a set too small to fit a line in 1/n: no number, and the note says why
+        sizes_ok = False
+        reason = str(too_few)
+    if not sizes_ok:
+        return [nan_result("fid_infinity", len(fr), len(fg), reason, extractor=name)]
     return [distribution.fid_infinity(fr, fg, options, name)]
 
 
