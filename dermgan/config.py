@@ -297,8 +297,8 @@ PROFILES: dict[str, Profile] = {
         turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=40),
         lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=20, batch_size=4, checkpoint_every=10,
                                      sample_every=10, log_every=5, n_eval=32, classifier_epochs=1),
-        melanogan=MelanoGANConfig(steps=30, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
-                                  furger_d_filters=8, checkpoint_every=15, sample_every=15, log_every=5),
+        melanogan=MelanoGANConfig(steps=16, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
+                                  furger_d_filters=8, checkpoint_every=8, sample_every=8, log_every=4),
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
                    # issue 10: the main dermgan 3,000 steps (8.6 epochs); the ablation table 3 seeds x 250 steps;
