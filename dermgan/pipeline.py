@@ -361,6 +361,12 @@ def keep_aside(temp: Path, output: Path, label: str) -> Path | None:
     if not temp.exists():
         return None
     target = output.with_name(f"{output.stem}.{label}.ipynb")
+    try:  # the copy itself says it is not a complete run (papermill's metadata cannot know)
+        nb = nbformat.read(temp, as_version=4)
+        nb.metadata["dermgan"] = {"status": label}
+        nbformat.write(nb, temp)
+    except Exception:  # noqa: BLE001 - a copy cut off mid-write is still kept, under its telling name
+        pass
     os.replace(temp, target)
     return target
 

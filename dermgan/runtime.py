@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -181,12 +182,20 @@ class KernelNoiseFilter(logging.Filter):
     ipykernel warns at start-up that its local TCP sockets are not encrypted, and jupyter_client interrupts
     every kernel before shutting it down, which ipykernel logs as "KeyboardInterrupt caught in kernel". The
     pipeline installs this filter on the kernel's log handler only; every other kernel message still shows.
+    (The name says two lines; a third, the closed-socket traceback after Ctrl-C, is below.)
     """
 
     NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.NOISE)
+        return not (record.getMessage().startswith(self.NOISE) or self.reply_after_shutdown(record))
+
+    @staticmethod
+    def reply_after_shutdown(record: logging.LogRecord) -> bool:
+        """After Ctrl-C the pipeline shuts the kernel down mid-cell; the cell's reply then meets a closed socket
+        (ZMQError ENOTSOCK) and ipykernel logs a traceback that says nothing the pipeline has not said."""
+        error = record.exc_info[1] if record.exc_info else None
+        return type(error).__name__ == "ZMQError" and getattr(error, "errno", None) == errno.ENOTSOCK
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Profiles, seeding, device choice, image conversions and the pinned environment."""
 
+import errno
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +204,17 @@ def test_kernel_noise_filter_drops_exactly_the_two_harmless_lines():
     assert not keep(record("Kernel is running over TCP without encryption. All communication ..."))
     assert not keep(record("KeyboardInterrupt caught in kernel."))
     assert keep(record("Exception in message handler:")) and keep(record("Kernel died"))
+    import zmq
+
+    def handler_error(error):
+        try:
+            raise error
+        except Exception:
+            return logging.LogRecord("IPKernelApp", logging.ERROR, "", 0, "Exception in message handler:", None,
+                                     sys.exc_info())
+
+    assert not keep(handler_error(zmq.error.ZMQError(errno.ENOTSOCK)))  # reply after the pipeline's shutdown
+    assert keep(handler_error(zmq.error.ZMQError(errno.EAGAIN))) and keep(handler_error(ValueError("real")))
 
 
 def _pins(lines):

@@ -340,6 +340,7 @@ def test_ctrl_c_keeps_the_good_copy_and_the_partial_one_beside_it(series, tmp_pa
         pipeline.run_series("smoke", series, out, run_dir=run, only="00", log=QUIET)
     assert (out / "00_first.ipynb").read_bytes() == good
     assert "half a run" in (out / "00_first.interrupted.ipynb").read_text()
+    assert nbformat.read(out / "00_first.interrupted.ipynb", as_version=4).metadata["dermgan"]["status"] == "interrupted"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["notebooks"][0]["status"] == "interrupted"
     assert [e["notebook"] for e in manifest["earlier_runs"]] == ["00_first.ipynb"]  # the good copy's record
