@@ -103,6 +103,8 @@ def export(page, target: Path) -> Path:
 
 
 def test_rate_reload_export_and_analyse(browser, study_files, tmp_path):
+    from playwright.sync_api import expect  # retries until the page shows it (a loaded machine is slow)
+
     page_path, study = study_files
     items = study["items"]
     plan = plan_for(study)
@@ -142,9 +144,12 @@ def test_rate_reload_export_and_analyse(browser, study_files, tmp_path):
     page.keyboard.press(str(plan[fifth][1]))
     if os.environ.get("TURING_SCREENSHOT"):
         page.screenshot(path=os.environ["TURING_SCREENSHOT"])
+    # The answer is in localStorage before the reload (on a loaded machine the key events may still be in flight).
+    page.wait_for_function("id => Object.keys(localStorage).some(k => (localStorage.getItem(k) || '').includes(id))",
+                           arg=fifth)
     page.reload()
-    assert page.locator("#rater-shown").inner_text() == "rater-1"
-    assert page.locator("#image").get_attribute("data-item-id") == fifth
+    expect(page.locator("#rater-shown")).to_have_text("rater-1")  # waits for the page's start-up script
+    expect(page.locator("#image")).to_have_attribute("data-item-id", fifth)
     assert chosen(page) == (plan[fifth][0], str(plan[fifth][1]), None)
     page.keyboard.press("ArrowLeft")
     fourth = items[3]["id"]
