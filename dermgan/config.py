@@ -167,7 +167,7 @@ class LesionEditConfig:
     norm: str = "instance"  # as the reference CycleGAN
     d_layers: int = 3  # PatchGAN stride-2 layers (3 = 70x70 receptive field)
     gan_loss: str = "lsgan"  # least squares, as the reference CycleGAN
-    steps: int = 1000  # 0.065 s/step (masked), 0.25 (CycleGAN), batch 4, measured on a loaded machine
+    steps: int = 1000  # 0.065 s/step per masked method, 0.25 per CycleGAN (batch 4, 1 thread, loaded host)
     batch_size: int = 4
     lr: float = 2e-4
     beta1: float = 0.5
@@ -180,7 +180,7 @@ class LesionEditConfig:
     sample_every: int = 200
     log_every: int = 20
     n_eval: int = 0  # held-out test images edited per method (0 = the whole test split)
-    classifier_epochs: int = 4  # the small classifier that checks added conditions
+    classifier_epochs: int = 3  # the small classifier that checks added conditions (~1 min per epoch at cpu)
 
 
 @dataclass(frozen=True)
@@ -202,21 +202,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
-class TuringConfig:
-    """Notebook 08 (dermgan.turing): the rating study and the classifier two-sample test."""
-
-    n_per_model: int = 10  # synthetic images per model; as many real ones as all models' together
-    n_bootstrap: int = 1000  # replicates of the rater-and-item bootstrap intervals
-    c2st_steps: int = 200  # real-vs-generated classifier steps (width, batch, lr: classifier section)
-
-
-@dataclass(frozen=True)
 class MelanoGANConfig:
     """Notebook 03: MelanoGAN baselines (DCGAN, LAPGAN, DDGAN) and Furger's unconditional model
     (dermgan.models.dcgan, lapgan, melanogan). MelanoGANs' known settings (papers.md sec. 2.2, unverified): LSGAN,
     64-d noise, batch 8; everything else is our choice. Furger's values are from their code (sec. 3.3, 3.6)."""
 
-    steps: int = 1000
+    # cpu: 1,200 steps x 9 models ~ 11 min of training at 64 px (single-thread CPU time per step measured at
+    # 150-step runs: dcgan 0.025, lapgan 0.075, ddgan 0.073 / 0.075, furger 0.047 s; the melanoma twins alike)
+    steps: int = 1200
     batch_size: int = 8
     noise_dim: int = 64
     gan_loss: str = "lsgan"  # "vanilla" | "lsgan" | "hinge"
@@ -244,6 +237,15 @@ class MelanoGANConfig:
     checkpoint_every: int = 500
     sample_every: int = 250
     log_every: int = 25
+
+
+@dataclass(frozen=True)
+class TuringConfig:
+    """Notebook 08 (dermgan.turing): the rating study and the classifier two-sample test."""
+
+    n_per_model: int = 10  # synthetic images per model; as many real ones as all models' together
+    n_bootstrap: int = 1000  # replicates of the rater-and-item bootstrap intervals
+    c2st_steps: int = 200  # real-vs-generated classifier steps (width, batch, lr: classifier section)
 
 
 @dataclass(frozen=True)
@@ -295,8 +297,8 @@ PROFILES: dict[str, Profile] = {
                               ssim_pairs=40),
         augmentation=AugmentationConfig(seeds=2, width=8, epochs=1, n_bootstrap=50),
         turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=40),
-        lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=20, batch_size=4, checkpoint_every=10,
-                                     sample_every=10, log_every=5, n_eval=32, classifier_epochs=1),
+        lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=10, batch_size=4, checkpoint_every=0,
+                                     sample_every=0, log_every=5, n_eval=32, classifier_epochs=1),
         melanogan=MelanoGANConfig(steps=16, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
                                   furger_d_filters=8, checkpoint_every=8, sample_every=8, log_every=4),
     ),
