@@ -230,6 +230,7 @@ def run_name(profile: str, dataset: str = "synthetic") -> str:
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write to a temporary file in the same folder, then os.replace: readers never see half a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         temp.write_text(text, encoding="utf-8")

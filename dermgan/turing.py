@@ -34,12 +34,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dermgan.runtime import write_text_atomic
 
 STUDY_FORMAT = "dermgan.turing/1"
 RESPONSE_COLUMNS = ("study_id", "rater_id", "item_id", "answer", "confidence", "condition", "answered_at")
@@ -263,21 +264,6 @@ def render_page(study: Study, title: str = "Real or synthetic?", note: str = "",
     data = json.dumps(public).replace("</", "<\\/")
     return (PAGE_TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__NOTE__", html.escape(note))
             .replace("__STUDY_JSON__", data))
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write to a temporary file in the same folder, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_study(study: Study, folder: Path, title: str = "Real or synthetic?", note: str = "") -> tuple[Path, Path]:
