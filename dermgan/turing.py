@@ -209,24 +209,40 @@ def design_study(real: ImagePool, models: dict[str, ImagePool], classes, n_per_m
 def design_largest_study(real: ImagePool, models: dict[str, ImagePool], classes, n_per_model: int, seed: int,
                          dataset: str = "synthetic") -> Study:
     """design_study with n_per_model, or with the largest smaller number the test split allows (study.n_per_model
-    says which; the caller reports it). Many models against a small test split (smoke) need this."""
-    for n in range(n_per_model, 0, -1):
-        try:
-            return design_study(real, models, classes, n, seed, dataset)
-        except TuringError:
-            if n == 1:
-                raise
-    raise TuringError(f"n_per_model must be >= 1, got {n_per_model}")
+    says which; the caller reports it). Many models against a small test split (smoke) need this. When not even
+    one image per model fits, the last models (in the order given) are left out until the rest fit; the study's
+    items say which models are in it, and the caller reports the others."""
+    if n_per_model < 1:
+        raise TuringError(f"n_per_model must be >= 1, got {n_per_model}")
+    names = list(models)
+    for kept in range(len(names), 0, -1):
+        chosen = {name: models[name] for name in names[:kept]}
+        for n in range(n_per_model if kept == len(names) else 1, 0, -1):
+            try:
+                return design_study(real, chosen, classes, n, seed, dataset)
+            except TuringError:
+                if kept == 1 and n == 1:
+                    raise
+    raise TuringError("no model to design a study for")
+
+
+def _ablation_run(folder: Path) -> bool:
+    """02's ablation-table runs (<variant>-s<seed>, meta.json schedule "ablation") are short repeats over seeds,
+    not models to show raters."""
+    meta = folder / "meta.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("schedule") == "ablation"
 
 
 def run_pools(ctx, models: list[str] | None = None) -> tuple:
     """(dataset, real test-split pool, {model: samples pool}) of a run directory; `models` None = every
-    samples/<model>/samples.npz there, else the named ones (a missing one is an error)."""
+    samples/<model>/samples.npz there except 02's ablation runs, else the named ones (a missing one is an
+    error)."""
     from dermgan.data import load_for_run
 
     data = load_for_run(ctx)
     test = data.split("test")
-    found = {p.parent.name: p for p in sorted(ctx.run_dir.glob("samples/*/samples.npz"))}
+    found = {p.parent.name: p for p in sorted(ctx.run_dir.glob("samples/*/samples.npz"))
+             if models is not None or not _ablation_run(p.parent)}
     if models is not None:
         missing = [m for m in models if m not in found]
         if missing:

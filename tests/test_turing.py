@@ -118,6 +118,15 @@ def test_impossible_study_size_is_a_clear_error():
     # 12 test rows: each model's sample uses one and its real partner another -> at most 3 per model
     assert T.design_largest_study(real, fakes, CLASSES, n_per_model=6, seed=0).n_per_model == 3
     assert T.design_largest_study(real, fakes, CLASSES, n_per_model=2, seed=0).n_per_model == 2
+
+
+def test_models_that_do_not_fit_a_tiny_test_split_are_left_out_in_order():
+    real, fakes = make_pools(n_real=2)  # room for one sample and its real partner: one model only
+    study = T.design_largest_study(real, fakes, CLASSES, n_per_model=4, seed=0)
+    assert {i["model"] for i in study.items if i["model"]} == {list(fakes)[0]} and study.n_per_model == 1
+    with pytest.raises(T.TuringError):
+        T.design_largest_study(T.ImagePool(real.images[:1], real.condition[:1], real.fitzpatrick[:1],
+                                           real.source_index[:1]), fakes, CLASSES, n_per_model=1, seed=0)
     with pytest.raises(T.TuringError, match="no generated samples"):
         T.design_study(real, {}, CLASSES, n_per_model=1, seed=0)
 
