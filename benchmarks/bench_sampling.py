@@ -1,6 +1,7 @@
 """Issue 17 (b): sampling throughput of a DermGAN generator, against a naive fp32 batch-1 forward.
 
     .venv/bin/python benchmarks/bench_sampling.py [--checkpoint runs/cpu/checkpoints/dermgan] [--n 128]
+    python benchmarks/bench_sampling.py --device cuda --profile paper   # the CUDA path (results: sampling_cuda)
 
 Ways of turning N semantic maps into images, measured side by side in one process on the same maps:
 naive (eval mode, no_grad, one map at a time, float32), batched, batched under inference_mode, + channels_last,
@@ -9,7 +10,7 @@ mean absolute difference), so that a reduced-precision or re-laid-out path is ad
 change less than a stated bound (here: mean |diff| < 0.5 grey levels and max |diff| <= 8). Target: >= 3x naive.
 
 The generator is a trained one when a checkpoint folder (with generator.pt) is given or found in runs/cpu or
-runs/smoke; otherwise an untrained one of the cpu profile's size, which the table then says.
+runs/smoke; otherwise an untrained one of the profile's size, which the table then says.
 """
 
 from __future__ import annotations
@@ -36,26 +37,28 @@ ROOT = Path(__file__).resolve().parents[1]
 MEAN_BOUND, MAX_BOUND = 0.5, 8
 
 
-def find_generator(checkpoint: str | None):
+def find_generator(checkpoint: str | None, profile: str):
     candidates = [Path(checkpoint)] if checkpoint else [ROOT / "runs" / p / "checkpoints" / "dermgan"
-                                                        for p in ("cpu", "smoke")]
+                                                        for p in dict.fromkeys((profile, "cpu", "smoke"))]
     for folder in candidates:
         if (folder / "generator.pt").is_file():
             G, meta = load_generator(folder)
             where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
             return G, meta["image_size"], meta["variant"]["encoding"], f"trained ({where})"
-    size = get_profile("cpu").data.image_size
+    size = get_profile(profile).data.image_size
     torch.manual_seed(0)
-    recipe = build("dermgan", get_profile("cpu").dermgan, size)
+    recipe = build("dermgan", get_profile(profile).dermgan, size)
     return recipe.generator.eval(), size, recipe.variant.encoding, "untrained"
 
 
 def run(G, maps, batch: int, *, inference=False, channels_last=False, bf16=False) -> tuple[float, np.ndarray]:
+    """Seconds to turn `maps` into uint8 images (copied back to the host, which waits for the device)."""
     G = G.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     grad_off = torch.inference_mode() if inference else torch.no_grad()
     outputs = []
     began = time.perf_counter()
-    with grad_off, (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()):
+    bf16_autocast = torch.autocast(maps.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with grad_off, bf16_autocast:
         for i in range(0, len(maps), batch):
             x = maps[i:i + batch]
             if channels_last:
@@ -70,12 +73,15 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=128, help="maps per timed pass")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--profile", default="cpu", help="the untrained generator's size when no checkpoint")
     args = parser.parse_args(argv)
-    G, size, encoding, which = find_generator(args.checkpoint)
-    G.eval()
+    device = torch.device(args.device)
+    G, size, encoding, which = find_generator(args.checkpoint, args.profile)
+    G.eval().to(device)
     # Real semantic maps (rendered synthetic scenes): what sampling sees in the notebooks.
     data = make_synthetic(size, max(args.n, 40), seed=1)
-    maps = MapDataset(data, encoding).maps(np.arange(args.n))
+    maps = MapDataset(data, encoding).maps(np.arange(args.n)).to(device)
     ways = {
         "naive fp32 batch 1": dict(batch=1),
         f"batched ({args.batch})": dict(batch=args.batch),
@@ -101,8 +107,10 @@ def main(argv=None) -> None:
         rows.append({"way": name, "img/s": args.n / best[name], "x naive": naive / best[name],
                      "mean abs diff": float(diff.mean()), "max abs diff": int(diff.max()),
                      "within bound": "yes" if within else "NO"})
+    on = "" if device.type == "cpu" else f", {device.type}"
     _report.write(
-        "sampling", f"(b) Sampling throughput at {size} px, {which} generator", rows, list(rows[0]),
+        "sampling" + ("" if device.type == "cpu" else f"_{device.type}"),
+        f"(b) Sampling throughput at {size} px, {which} generator{on}", rows, list(rows[0]),
         notes=f"{args.n} maps, best of {args.repeats} interleaved passes. |diff| in uint8 grey levels against the "
               f"float32 batched images; bound: mean < {MEAN_BOUND}, max <= {MAX_BOUND}. Target: >= 3x naive.")
 

@@ -65,34 +65,44 @@ def loop_step_times(size: int, steps: int, data) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
+def plain_step(recipe, opt_g, opt_d, batch, bf16: bool = False):
+    """One hand-written DermGAN step (G forward, D step, G step through the frozen D); the G loss tensor."""
+    G, D = recipe.generator, recipe.discriminator
+    device_type = batch[0].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        fake = recipe.generate(G, batch)
+        loss_d, _ = recipe.d_loss(D, batch, fake.detach())
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    D.requires_grad_(False)
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        loss_g, _ = recipe.g_loss(D, batch, fake)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    D.requires_grad_(True)
+    opt_g.step()
+    return loss_g.detach()
+
+
+def adam_pair(recipe, cfg):
+    """Adam for G and D as the loop configures them."""
+    betas = (cfg.beta1, 0.999)
+    return (torch.optim.Adam(recipe.generator.parameters(), lr=cfg.lr, betas=betas),
+            torch.optim.Adam(recipe.discriminator.parameters(), lr=cfg.lr, betas=betas))
+
+
 def plain_run(size: int, steps: int, data, bf16: bool = False, recipe=None) -> tuple[list[float], list[float]]:
-    """Per-step seconds and generator losses of a plain eager run (Adam as the loop configures it)."""
+    """Per-step seconds and generator losses of a plain eager run."""
     if recipe is None:
         recipe, _ = recipe_for(size)
-    cfg = get_profile("cpu").dermgan
-    G, D = recipe.generator, recipe.discriminator
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_g, opt_d = adam_pair(recipe, get_profile("cpu").dermgan)
     g = torch.Generator().manual_seed(0)
     times, losses = [], []
     for _ in range(steps):
         began = time.perf_counter()
         index = torch.randperm(len(data), generator=g)[:BATCH]
-        batch = [t[index] for t in data.tensors]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            fake = recipe.generate(G, batch)
-            loss_d, _ = recipe.d_loss(D, batch, fake.detach())
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(False)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss_g, _ = recipe.g_loss(D, batch, fake)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        D.requires_grad_(True)
-        opt_g.step()
-        losses.append(float(loss_g.detach()))
+        losses.append(float(plain_step(recipe, opt_g, opt_d, [t[index] for t in data.tensors], bf16)))
         times.append(time.perf_counter() - began)
     return times[1:], losses  # the first step pays one-off allocations
 

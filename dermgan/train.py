@@ -11,7 +11,7 @@ says how to turn a batch into generator outputs and into D and G losses; the loo
 One step: G forward, D step on detached outputs, G step through the frozen D (pix2pix order), optional EMA.
 
 The loop owns: Adam for G and D, constant LR then linear decay to 0, EMA of G, bf16/fp16 autocast on CUDA,
-channels_last, torch.compile, DDP (`torchrun --nproc_per_node N`, or an already initialised process group;
+channels_last and torch.compile (optional), DDP (`torchrun --nproc_per_node N`, or an already initialised process group;
 `batch_size` is the *global* batch, split evenly over ranks; batch norm synchronised over the ranks), loss CSV,
 sample grids, atomic and fsynced checkpoints, step-exact resume and a non-finite-loss guard.
 
@@ -69,7 +69,10 @@ class TrainConfig:
     decay_start: float = 0.5  # constant LR for this fraction of the steps, then linear to 0 (pix2pix)
     ema_decay: float = 0.0  # 0 = no EMA of the generator
     amp: str = "auto"  # "auto": bf16 on CUDA when supported, off elsewhere
-    channels_last: bool | None = None  # None = on CUDA only
+    # Off by default: on the paper DermGAN (H100, bf16) channels_last steps were slower than contiguous ones,
+    # because reflection padding has no channels_last kernel and each pad converts the layout twice
+    # (benchmarks/README.md (f), benchmarks/profile_cuda_step.py). Turn it on for a recipe where it measures faster.
+    channels_last: bool = False
     compile: bool = False
     checkpoint_every: int = 0  # 0 = only at the end
     sample_every: int = 0  # 0 = no sample grids
@@ -699,7 +702,7 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
         torch.cuda.set_device(device)
     amp = _resolve_amp(cfg.amp, device)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    channels_last = cfg.channels_last
     memory_format = torch.channels_last if channels_last else torch.preserve_format
 
     G: nn.Module = recipe.generator.to(device, memory_format=memory_format)
