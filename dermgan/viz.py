@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -55,7 +56,8 @@ def image_grid(rows: list[np.ndarray] | np.ndarray, row_labels=None, col_labels=
             if row_labels is not None and j == 0:
                 ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
             if col_labels is not None and i == 0 and j < len(col_labels):
-                ax.set_title(col_labels[j], fontsize=8)
+                # wrapped to the cell's width, so long class names ("squamous cell carcinoma") don't overlap
+                ax.set_title(textwrap.fill(str(col_labels[j]), width=max(8, round(11 * cell_size))), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

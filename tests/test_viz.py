@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -66,3 +67,15 @@ def test_tables_in_every_format_keep_intervals_and_n(tmp_path):
 def test_a_figure_without_a_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="must name the 'dataset'"):
         viz.save_figure(a_figure(), tmp_path, "nameless", {"notebook": "09"})
+
+
+def test_long_column_labels_wrap_inside_their_cell_and_short_ones_stay_on_one_line():
+    """Class names such as 'squamous cell carcinoma' overlapped their neighbours in the map-to-image grid."""
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    fig = viz.image_grid([images], col_labels=["nevus", "squamous cell carcinoma", "basal cell carcinoma"])
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    plt.close(fig)
+    assert titles[0] == "nevus"
+    assert titles[1] == "squamous cell\ncarcinoma" and titles[2].replace("\n", " ") == "basal cell carcinoma"
+    longest_line = max(len(line) for t in titles for line in t.split("\n"))
+    assert longest_line <= 14  # 11 characters per inch of a 1.3-inch cell
