@@ -7,7 +7,7 @@ have the example's 3,576,704 / 2,765,568 parameters): every conv is 4x4 without 
   doubling the size and halving the channels up to `image_size`, batch norm + ReLU after each but the last,
   tanh at the end. Channels at resolution r: `base * image_size / (2 r)`, capped at `max_filters`.
 - D: the mirror: stride-2 convs with LeakyReLU(0.2) and batch norm (none after the first) down to 4x4, then a
-  4x4 conv to one logit per image (no sigmoid: the loss decides, LSGAN in MelanoGANs).
+  4x4 conv to one logit per image (no sigmoid: the loss decides; LSGAN in MelanoGANs, BCE by default here).
 - `width_size`: the image size the channel rule refers to (default: the network's own). The pyramid models
   build their coarse nets with the *final* image size here, so a map of a given resolution has the same width
   in every model.

@@ -1,7 +1,7 @@
 """MelanoGAN baselines (Baur et al. 2018) and Furger et al.'s unconditional model as recipes for the one loop.
 
 Named models (`model_names`):
-    dcgan            DCGAN from 64-d noise, LSGAN loss (MelanoGANs' first baseline)
+    dcgan            DCGAN from 64-d noise (MelanoGANs' first baseline; loss: MelanoGANConfig.gan_loss)
     lapgan           LAPGAN: a noise input per pyramid level, residual generators, residual discriminators
     ddgan-upsample   MelanoGANs' modified LAPGAN: one noise source, whole-image discriminators per level,
     ddgan-deconv     end-to-end training; learned up-sampling by resize + conv, or by transposed conv
