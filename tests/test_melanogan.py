@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 import dermgan.runtime
+import dermgan.train
 from dermgan.config import MelanoGANConfig
 from dermgan.data.dataset import make_synthetic
 from dermgan.models import lapgan as lp
@@ -234,6 +235,21 @@ def test_short_training_moves_losses_and_changes_samples(tmp_path, skin, name):
     assert change > 0.1  # mean absolute change in intensity levels; sampling itself is deterministic
     assert sorted(p.name for p in (tmp_path / "checkpoints" / name / "grids").glob("*.png")) == [
         "step_000004.png", "step_000008.png"]
+
+
+def test_dcgan_learns_to_use_its_noise_under_the_default_loss(tmp_path, skin):
+    """The regression of issue 12: under LSGAN this DCGAN gave one image for every noise vector (diversity 5.0
+    levels here at 400 steps, 1.0 at the cpu profile); under the default BCE loss it reached 19.1 on this
+    machine. Diversity: per-pixel standard deviation across 64 samples, in intensity levels (real: ~37)."""
+    cfg = MelanoGANConfig(steps=400, checkpoint_every=0, sample_every=0, log_every=50)
+    train = skin.split("train")
+    real = np.asarray(train.images, dtype=float)
+    torch.manual_seed(0)
+    recipe = mg.build("dcgan", cfg, 32)
+    dermgan.train.train(recipe, mg.ImageDataset(mg.training_images("dcgan", train)),
+                        mg.train_config("dcgan", cfg, 0, "cpu"), tmp_path, None, None, resume=False)
+    samples = mg.sample_images(recipe.generator, 64, seed=0).astype(float)
+    assert samples.std(axis=0).mean() > 0.25 * real.std(axis=0).mean()
 
 
 def test_resume_refuses_other_data(tmp_path, skin):
