@@ -10,6 +10,7 @@ sizes for a fast look; the committed README comes from a run without it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -49,9 +50,24 @@ def main(argv=None) -> None:
             "ratio of two things measured side by side in one process; absolute numbers hold only for this machine.",
             "", f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} with "
             f"{machine['torch_threads']} threads, GPU: {machine['cuda'] or 'none'}.", ""]
-    text += [p.read_text() for p in tables + extra if p.exists()]
+    text += [with_machine(p, machine) for p in tables + extra if p.exists()]
     (HERE / "README.md").write_text("\n".join(text))
     print(f"wrote {HERE / 'README.md'}")
+
+
+def with_machine(table: Path, here: dict) -> str:
+    """A table's Markdown, plus the machine it was measured on when that is not the machine named at the top
+    (e.g. the CUDA tables, measured on a GPU machine)."""
+    text = table.read_text()
+    record = table.with_suffix(".json")
+    if not record.exists():
+        return text
+    measured = json.loads(record.read_text()).get("machine") or {}
+    keys = ("cpu", "cores", "cuda")
+    if measured and any(measured.get(k) != here.get(k) for k in keys):
+        text += (f"\nMeasured on another machine: {measured.get('cpu')}, {measured.get('cores')} cores, "
+                 f"GPU: {measured.get('cuda') or 'none'}, torch {measured.get('torch')}.\n")
+    return text
 
 
 if __name__ == "__main__":
