@@ -43,7 +43,7 @@ from dermgan.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
-from bench_train_step import adam_pair, plain_step  # noqa: E402
+from bench_train_step import adam_pair, fake_batches, plain_step  # noqa: E402
 
 MODES = {  # name -> (amp, channels_last, compile, cudnn.benchmark)
     "fp32": ("off", False, False, False),
@@ -53,17 +53,6 @@ MODES = {  # name -> (amp, channels_last, compile, cudnn.benchmark)
     "bf16 + cl + compile": ("bf16", True, True, False),
     "bf16 + cudnn.benchmark": ("bf16", False, False, True),
 }
-
-
-def random_batches(size: int, n: int, seed: int = 0):
-    """(map, image, lesion mask, condition) shaped like MapDataset items; a step's cost does not depend on
-    what the pixels show."""
-    g = torch.Generator().manual_seed(seed)
-    maps = torch.rand(n, 3, size, size, generator=g) * 2 - 1
-    images = torch.rand(n, 3, size, size, generator=g) * 2 - 1
-    lesions = (torch.rand(n, 1, size, size, generator=g) > 0.8).float()
-    conditions = torch.randint(0, 8, (n,), generator=g)
-    return torch.utils.data.TensorDataset(maps, images, lesions, conditions)
 
 
 def mean_losses(log_path: Path, last: int) -> dict:
@@ -142,7 +131,7 @@ def main(argv=None) -> None:
     if args.warmup >= args.steps - 1:
         raise SystemExit(f"bench_cuda: --warmup ({args.warmup}) must be below --steps - 1 ({args.steps - 1})")
     profile = get_profile("paper")
-    data = random_batches(profile.data.image_size, 4 * profile.dermgan.batch_size)
+    data = fake_batches(profile.data.image_size, 4 * profile.dermgan.batch_size)
     rows = [train_mode(name, args.steps, args.warmup, data) for name in args.modes]
     rows.append(plain_mode(args.steps, args.warmup, data))
     fp32 = next((r for r in rows if r["mode"] == "fp32"), None)

@@ -18,8 +18,8 @@ import torch
 from torch import profiler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cuda import paper_recipe, random_batches  # noqa: E402
-from bench_train_step import adam_pair, plain_step  # noqa: E402
+from bench_cuda import paper_recipe  # noqa: E402
+from bench_train_step import adam_pair, fake_batches, plain_step  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -37,7 +37,7 @@ def main(argv=None) -> None:
         net.to(device, memory_format=layout)
     opt_g, opt_d = adam_pair(recipe, profile.dermgan)
     batch = [t[: profile.dermgan.batch_size].to(device) for t in
-             random_batches(profile.data.image_size, profile.dermgan.batch_size).tensors]
+             fake_batches(profile.data.image_size, profile.dermgan.batch_size).tensors]
     batch = [t.contiguous(memory_format=layout) if t.ndim == 4 else t for t in batch]
     for _ in range(5):  # warm-up: cuDNN algorithm choice, allocator
         plain_step(recipe, opt_g, opt_d, batch, bf16=not args.fp32)
