@@ -9,7 +9,8 @@ Arms (every arm is tested on the same real test split):
     real                 the real training split (random flips, as every arm)
     real+classic         the same with classic augmentation (90-degree rotations, brightness/contrast/saturation)
     real+dermgan         + DermGAN images of the rare classes, from maps drawn like the training maps
-    real+melanogan       + synthetic melanoma from a MelanoGAN-style model (notebook 03's samples)
+    real+melanogan       + synthetic melanoma from the MelanoGAN-style model of notebook 03 closest in colour
+                           statistics to the real training melanomas (choose_melanoma_model)
     real+oversample      + copies of real rare images, as many per class as real+dermgan adds (the honest baseline:
                            a synthetic arm must beat this, not just "real")
     synthetic-only       DermGAN images for every training map and nothing real: a diagnostic
@@ -244,6 +245,30 @@ def samples_as_data(samples: dict, train: SkinData, label: int, n: int, seed: in
     chosen = rng.choice(len(images), n, replace=n > len(images))
     donors = rng.choice(np.flatnonzero(train.table["label"].to_numpy() == label), n, replace=True)
     return with_images(train.select(donors), images[chosen], np.full(n, label), "melanogan")
+
+
+def choose_melanoma_model(run_dir, candidates: list[str]) -> tuple[str, str]:
+    """The melanoma-only model of notebook 03 whose images are closest in colour to the real training melanomas
+    (lowest colour-histogram JSD in metrics/03_colour_statistics.json), and a line saying why.
+
+    MelanoGANs ranked its models by such image statistics; 03 computes them against the TRAINING melanomas only, so
+    choosing by them leaks nothing of the test split that 07 scores on (05's metrics use the test split)."""
+    import json
+    from pathlib import Path
+
+    if not candidates:
+        raise ValueError("no melanoma-only samples to choose from (run 03 first)")
+    path = Path(run_dir) / "metrics" / "03_colour_statistics.json"
+    if not path.is_file():
+        name = sorted(candidates)[0]
+        return name, f"{name}: {path.name} missing (run 03), so the first by name"
+    jsd = {row["set"]: row["JSD"] for row in json.loads(path.read_text())["rows"]}
+    scored = [name for name in candidates if np.isfinite(jsd.get(name, np.nan))]
+    if not scored:
+        raise ValueError(f"{path} scores none of {sorted(candidates)}: re-run 03 at this profile")
+    best = min(scored, key=lambda name: (jsd[name], name))
+    ranking = ", ".join(f"{n} {jsd[n]:.4f}" for n in sorted(scored, key=lambda n: (jsd[n], n)))
+    return best, f"{best}: lowest colour JSD to the real training melanomas in 03 ({ranking})"
 
 
 def concat(*parts: SkinData) -> SkinData | None:

@@ -45,6 +45,50 @@ def test_macro_auroc_agrees_with_scikit_learn_on_random_data():
     assert ours == pytest.approx(roc_auc_score(truth, probs, multi_class="ovr", average="macro"))
 
 
+def test_the_reported_tables_metric_agrees_with_scikit_learn_on_random_data_and_rows():
+    # summary_table scores every arm, seed and bootstrap resample through _metric: it must equal scikit-learn's
+    # per-class recall, accuracy, balanced accuracy and one-vs-rest macro AUROC on the same rows
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
+
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 4, 400)
+    probs = rng.dirichlet(np.ones(4), 400) + np.eye(4)[truth] * rng.uniform(0, 0.6, (400, 1))
+    probs /= probs.sum(1, keepdims=True)
+    rows = rng.choice(400, 400, replace=True)  # a bootstrap resample, with repeated rows
+    t, p = truth[rows], probs[rows]
+    recall = recall_score(t, p.argmax(1), labels=range(4), average=None)
+    for c in range(4):
+        assert ax._metric(probs, truth, list("abcd"), f"recall_{'abcd'[c]}", c, rows) == pytest.approx(recall[c])
+    assert ax._metric(probs, truth, list("abcd"), "accuracy", None, rows) == pytest.approx(accuracy_score(t, p.argmax(1)))
+    assert ax._metric(probs, truth, list("abcd"), "balanced_accuracy", None, rows) == pytest.approx(
+        balanced_accuracy_score(t, p.argmax(1)))
+    assert ax._metric(probs, truth, list("abcd"), "macro_auroc", None, rows) == pytest.approx(
+        roc_auc_score(t, p, multi_class="ovr", average="macro"))
+    # a class absent from the resampled rows has no recall (nan), not 0
+    assert np.isnan(ax._metric(probs, truth, list("abcd"), "recall_a", 0, np.flatnonzero(truth != 0)))
+
+
+def test_the_melanogan_arm_takes_the_melanoma_model_closest_in_colour_to_the_training_melanomas(tmp_path):
+    import json
+
+    names = ["dcgan-melanoma", "lapgan-melanoma", "ddgan-deconv-melanoma"]
+    # without 03's statistics the choice is the first by name, and says so
+    chosen, why = ax.choose_melanoma_model(tmp_path, names)
+    assert chosen == "dcgan-melanoma" and "missing" in why
+    rows = [{"set": "real test vs real train (floor)", "JSD": 0.001}, {"set": "dcgan", "JSD": 0.002},
+            {"set": "dcgan-melanoma", "JSD": 0.45}, {"set": "lapgan-melanoma", "JSD": 0.006},
+            {"set": "ddgan-deconv-melanoma", "JSD": 0.019}]
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "03_colour_statistics.json").write_text(json.dumps({"rows": rows}))
+    chosen, why = ax.choose_melanoma_model(tmp_path, names)
+    assert chosen == "lapgan-melanoma"  # not the floor or a full-data model, though their JSD is lower
+    assert why.index("lapgan-melanoma 0.0060") < why.index("ddgan-deconv-melanoma") < why.index("dcgan-melanoma 0.45")
+    with pytest.raises(ValueError, match="scores none"):
+        ax.choose_melanoma_model(tmp_path, ["furger-melanoma"])
+    with pytest.raises(ValueError, match="run 03"):
+        ax.choose_melanoma_model(tmp_path, [])
+
+
 def test_bootstrap_interval_of_an_accuracy_matches_the_binomial_standard_error():
     rng = np.random.default_rng(1)
     n, p = 2000, 0.7
