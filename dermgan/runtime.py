@@ -114,14 +114,21 @@ def resolve_run_dir(run_dir: str | os.PathLike, create: bool = True) -> Path:
     return path
 
 
+# Folders that hold a run's own records, not the code or notebooks that make them: a series run one notebook at a
+# time rewrites them between calls, and that must not mark the next call's code as changed.
+RESULT_FOLDERS = ("papermill_runs", "figures")
+
+
 def git_commit(root: Path | None = None) -> str | None:
-    """The checked-out commit (with '+dirty' when the tree has changes), or None outside git."""
+    """The checked-out commit, with '+dirty' when a tracked file outside RESULT_FOLDERS has changes (code,
+    notebooks, configuration), or None outside git."""
     root = root or project_root()
+    excluded = [f":(exclude){folder}" for folder in RESULT_FOLDERS]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
