@@ -36,7 +36,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -76,7 +78,34 @@ class NotebookFailure(PipelineError):
 
 
 class Interrupted(PipelineError):
-    """Ctrl-C (or SIGINT) during a notebook: its partial copy is kept beside the last good one."""
+    """Ctrl-C (SIGINT) or SIGTERM during a notebook: its partial copy is kept beside the last good one."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code  # 130 after SIGINT, 143 after SIGTERM, as a shell reports a killed process
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the series is running so that it stops the way Ctrl-C does (records written)."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_like_ctrl_c():
+    """Within: SIGTERM (a batch scheduler's stop, `kill PID`) raises Terminated instead of killing the process
+    outright, which would lose the manifest entries of the notebooks already completed. Only the main thread may
+    set signal handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------------------------------------- discovery
@@ -328,8 +357,8 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cwd: Pa
         kept = keep_aside(temp, output, "failed")
         cell = failed_cell_index(kept) if kept else None
         raise NotebookFailure(notebook.name, cell, one_line(error.ename, error.evalue), kept) from None
-    except KeyboardInterrupt:
-        raise interrupted(temp, output, notebook) from None
+    except KeyboardInterrupt as stop:
+        raise interrupted(temp, output, notebook, stop) from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -371,11 +400,13 @@ def keep_aside(temp: Path, output: Path, label: str) -> Path | None:
     return target
 
 
-def interrupted(temp: Path, output: Path, notebook: Path) -> Interrupted:
+def interrupted(temp: Path, output: Path, notebook: Path, stop: BaseException | None = None) -> Interrupted:
     kept = keep_aside(temp, output, "interrupted")
     good = f"{output.name} (the last complete run) is unchanged" if output.exists() else f"no {output.name} yet"
     partial = f"the partial copy is {kept}" if kept else "no partial copy was written"
-    return Interrupted(f"interrupted during {notebook.name}; {partial}; {good}")
+    how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+    return Interrupted(f"{how} during {notebook.name}; {partial}; {good}",
+                       exit_code=143 if isinstance(stop, Terminated) else 130)
 
 
 def remove_if_empty(folder: Path) -> None:
@@ -464,8 +495,17 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
     os.environ["DERMGAN_BATCH"] = "1"  # inherited by the kernels: no progress bars in executed notebooks
 
     earlier = earlier_entries(output_dir / "manifest.json", profile, log)
-    estimates = {e["notebook"]: e["wall_s"] for e in reversed(earlier) if e.get("status") == "ok"}
+    estimates = {**reference_wall_times(project_root(notebooks_dir), profile),
+                 **{e["notebook"]: e["wall_s"] for e in reversed(earlier) if e.get("status") == "ok"}}
     manifest = new_manifest(profile, common, overrides or {}, plan.series, device, output_dir, notebooks_dir)
+    with sigterm_stops_like_ctrl_c():
+        record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir, log)
+    return manifest
+
+
+def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir, log) -> None:
+    """Execute the notebooks one by one, recording each in the manifest; the manifest is written however the
+    series ends (completed, a failure, Ctrl-C or SIGTERM)."""
     try:
         for position, notebook in enumerate(notebooks, 1):
             log(f"[{position}/{len(notebooks)}] {notebook.name} ...", end=" ", flush=True)
@@ -497,11 +537,22 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
         manifest["earlier_runs"] = [e for e in earlier if e["notebook"] not in ran and e.get("status") == "ok"
                                     and (output_dir / e["notebook"]).exists()]
         write_text_atomic(output_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return manifest
+
+
+def reference_wall_times(root: Path, profile: str) -> dict[str, float]:
+    """Wall time per notebook of the committed reference run of this profile (papermill_runs/<profile>, synthetic
+    data): the remaining-time estimate of a first run, before this output folder has a manifest of its own."""
+    try:
+        manifest = json.loads((root / "papermill_runs" / profile / "manifest.json").read_text())
+        entries = manifest["notebooks"] + manifest.get("earlier_runs", [])
+        return {e["notebook"]: float(e["wall_s"]) for e in entries if e.get("status") == "ok"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def remaining(notebooks: list[Path], estimates: dict[str, float]) -> str:
-    """'; about 4 min left' from the wall times of the previous run in this output folder (when it has them)."""
+    """'; about 4 min left' from the wall times of the previous run in this output folder, or else of the
+    reference run of the profile (when they cover every notebook left)."""
     if not notebooks or any(nb.name not in estimates for nb in notebooks):
         return ""
     seconds = sum(estimates[nb.name] for nb in notebooks)
@@ -721,12 +772,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return train_command(args)
         return run_command(args, root)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print("error: " + ("stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"), file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     except Exception as error:  # noqa: BLE001 - turned into one line, or re-raised when it is a bug
         message = describe(error)
         if message is None or args.debug:
             raise
         print(f"error: {message}", file=sys.stderr)
-        return 130 if isinstance(error, Interrupted) else 1
+        return error.exit_code if isinstance(error, Interrupted) else 1

@@ -347,6 +347,75 @@ def test_ctrl_c_keeps_the_good_copy_and_the_partial_one_beside_it(series, tmp_pa
     assert not list(out.glob(".partial*"))
 
 
+def test_sigterm_during_a_series_keeps_the_records_of_the_notebooks_it_completed(tmp_path):
+    # A batch scheduler stops a job with SIGTERM. The default action kills the process before the manifest is
+    # written, losing the entries of the notebooks that completed; it must stop the way Ctrl-C does.
+    import signal
+    import time
+
+    notebooks, out = tmp_path / "notebooks", tmp_path / "out"
+    notebooks.mkdir()
+    write_notebook(notebooks / "00_quick.ipynb", "print('done')")
+    write_notebook(notebooks / "01_slow.ipynb", "import time\ntime.sleep(120)")
+    process = subprocess.Popen([sys.executable, "-m", "dermgan", "run", "--profile", "smoke", "--notebooks-dir",
+                                str(notebooks), "--output-dir", str(out), "--run-dir", str(tmp_path / "run")],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = ""
+        while "01_slow" not in printed:  # "[2/2] 01_slow.ipynb ..." has no newline until the notebook ends
+            printed += process.stdout.read(1) or pytest.fail(f"the series ended early: {printed!r}")
+        time.sleep(4)  # inside the second notebook
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert "stopped by SIGTERM during 01_slow.ipynb" in stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(e["notebook"], e["status"]) for e in manifest["notebooks"]] == [("00_quick.ipynb", "ok"),
+                                                                           ("01_slow.ipynb", "interrupted")]
+    assert (out / "00_quick.ipynb").is_file() and not (out / "01_slow.ipynb").exists()
+
+
+def test_the_remaining_time_comes_from_the_profiles_reference_run_until_this_folder_has_its_own(tmp_path):
+    reference = tmp_path / "papermill_runs" / "smoke"
+    reference.mkdir(parents=True)
+    (reference / "manifest.json").write_text(json.dumps({"notebooks": [
+        {"notebook": "01_b.ipynb", "status": "ok", "wall_s": 100.0},
+        {"notebook": "02_c.ipynb", "status": "failed", "wall_s": 5.0}],
+        "earlier_runs": [{"notebook": "02_c.ipynb", "status": "ok", "wall_s": 200.0}]}))
+    times = pipeline.reference_wall_times(tmp_path, "smoke")
+    assert times == {"01_b.ipynb": 100.0, "02_c.ipynb": 200.0}
+    assert pipeline.remaining([Path("01_b.ipynb"), Path("02_c.ipynb")], times) == "; about 5 min left"
+    assert pipeline.remaining([Path("03_d.ipynb")], times) == ""  # a notebook with no time: no guess
+    assert pipeline.reference_wall_times(tmp_path, "cpu") == {}
+    (reference / "manifest.json").write_text("{truncated")
+    assert pipeline.reference_wall_times(tmp_path, "smoke") == {}
+
+
+def test_a_runs_own_records_do_not_mark_its_commit_dirty_but_a_code_change_does(tmp_path):
+    from dermgan.runtime import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+    for name in ("dermgan/code.py", "papermill_runs/cpu/manifest.json", "figures/cpu/a.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    head = git_commit(tmp_path)
+    assert len(head) == 40
+    (tmp_path / "papermill_runs/cpu/manifest.json").write_text("2")  # the previous --only call's record
+    (tmp_path / "figures/cpu/a.csv").write_text("2")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "dermgan/code.py").write_text("2")
+    assert git_commit(tmp_path) == head + "+dirty"
+
+
 def test_a_kernel_interrupt_is_an_interruption_not_a_failure(series, tmp_path, fake_papermill):
     from papermill.exceptions import PapermillExecutionError
 
