@@ -74,19 +74,40 @@ def _region_mean(diff: np.ndarray, region: np.ndarray) -> float:
     return float(diff[region].mean()) if region.any() else float("nan")
 
 
-def edit_errors(edited, source, masks, truth=None) -> dict[str, float]:
+def edit_errors(edited, source, masks, truth=None, n_boot: int = 0, seed: int = 0) -> dict[str, float]:
     """How an edit of uint8 (N,H,W,3) `source` into `edited` went, over the set (pixel-weighted):
 
     change_outside: mean |edited - source| outside the masks (0 = healthy skin untouched);
     error_inside / error_outside: mean |edited - truth| inside / outside the masks, when a ground truth exists.
+    With n_boot > 0 each also gets <name>_lo / <name>_hi: a 95 % bootstrap interval over the images (resampled
+    whole, since the pixels of one image are not independent).
     """
     edited, source = np.asarray(edited, np.float64), np.asarray(source, np.float64)
     inside = np.asarray(masks) > 0
-    out = {"change_outside": _region_mean(np.abs(edited - source).mean(-1) / 255, ~inside)}
+    regions = {"change_outside": (np.abs(edited - source).mean(-1) / 255, ~inside)}
     if truth is not None:
         diff = np.abs(edited - np.asarray(truth, np.float64)).mean(-1) / 255
-        out.update(error_inside=_region_mean(diff, inside), error_outside=_region_mean(diff, ~inside))
+        regions.update(error_inside=(diff, inside), error_outside=(diff, ~inside))
+    out = {name: _region_mean(diff, region) for name, (diff, region) in regions.items()}
+    if n_boot:
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(edited), (n_boot, len(edited)))
+        for name, (diff, region) in regions.items():
+            sums, counts = (diff * region).sum((1, 2)), region.sum((1, 2))  # per image: the mean is sum / count
+            with np.errstate(invalid="ignore"):
+                means = sums[draws].sum(1) / counts[draws].sum(1)
+            out[f"{name}_lo"], out[f"{name}_hi"] = (float(q) for q in np.nanpercentile(means, [2.5, 97.5]))
     return out
+
+
+def mean_interval(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean of per-image values (NaN left out), e.g. 0/1 "the classifier
+    recognised the added condition" or a per-image lesion contrast."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    draws = np.random.default_rng(seed).integers(0, len(values), (n_boot, len(values)))
+    low, high = np.percentile(values[draws].mean(1), [2.5, 97.5])
+    return float(low), float(high)
 
 
 def lesion_contrast(images, masks, ring: int = 3) -> np.ndarray:

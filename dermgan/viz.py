@@ -143,3 +143,33 @@ def save_table(table, directory: str | Path, name: str, provenance: dict, captio
     _write_atomically(directory / f"{name}.json",
                       lambda p: p.write_text(json.dumps(record, indent=2, default=str) + "\n"))
     return directory / f"{name}.csv"
+
+
+FIGURE_FILES, TABLE_FILES = (".pdf", ".png", ".json"), (".csv", ".tex", ".md", ".json")
+PROVENANCE_KEYS = ("notebook", "profile", "dataset", "data", "git_commit", "clean_commit")
+
+
+def check_outputs(directory: str | Path, figures=(), tables=(), clean: bool = False) -> list[str]:
+    """What is wrong with the expected figures and tables in `directory`, one line each (empty when nothing):
+    a missing or empty file, or a sidecar that does not name its notebook, profile, dataset and commit (with
+    `clean`, a clean commit)."""
+    directory, problems = Path(directory), []
+    for stems, suffixes in ((figures, FIGURE_FILES), (tables, TABLE_FILES)):
+        for stem in stems:
+            for suffix in suffixes:
+                path = directory / f"{stem}{suffix}"
+                if not path.is_file() or path.stat().st_size == 0:
+                    problems.append(f"{path.name}: {'empty' if path.is_file() else 'missing'}")
+            sidecar = directory / f"{stem}.json"
+            if sidecar.is_file() and sidecar.stat().st_size:
+                try:
+                    record = json.loads(sidecar.read_text())
+                except ValueError:
+                    problems.append(f"{sidecar.name}: not JSON")
+                    continue
+                absent = [k for k in PROVENANCE_KEYS if record.get(k) in (None, "")]
+                if absent:
+                    problems.append(f"{sidecar.name}: no {', '.join(absent)}")
+                elif clean and not record["clean_commit"]:
+                    problems.append(f"{sidecar.name}: made at {record['git_commit']}, not a clean commit")
+    return problems

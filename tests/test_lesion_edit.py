@@ -240,6 +240,31 @@ def test_edit_errors_match_hand_computed_values():
     assert got["error_outside"] == pytest.approx((0.2 + 0.2 + 0.2) / 3)
 
 
+def test_edit_error_intervals_resample_whole_images_and_cover_the_estimate():
+    from dermgan.editing import edit_errors, mean_interval
+
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    masks = np.zeros((40, 8, 8), np.uint8)
+    masks[:, 2:5, 2:5] = 1
+    masks[::2, 2:7, 2:7] = 1  # unequal lesion sizes: the pixel-weighted mean is not the mean of image means
+    truth = rng.integers(0, 256, source.shape, dtype=np.uint8)
+    edited = np.clip(truth.astype(int) + rng.integers(-40, 41, source.shape), 0, 255).astype(np.uint8)
+    point = edit_errors(edited, source, masks, truth)
+    got = edit_errors(edited, source, masks, truth, n_boot=500, seed=1)
+    for name, value in point.items():
+        assert got[name] == value and got[f"{name}_lo"] < value < got[f"{name}_hi"]
+    # every image edited with the same error: no spread between images, so the interval is the value itself
+    same = np.repeat(edited[:1], 40, 0), np.repeat(source[:1], 40, 0), np.repeat(masks[:1], 40, 0), np.repeat(truth[:1], 40, 0)
+    flat = edit_errors(*same, n_boot=200)
+    assert flat["error_inside_lo"] == pytest.approx(flat["error_inside"]) == pytest.approx(flat["error_inside_hi"])
+    # a fraction of 0/1 outcomes: the interval matches the binomial standard error (n = 400, p = 0.3)
+    hits = np.r_[np.ones(120), np.zeros(280)]
+    low, high = mean_interval(np.r_[hits, np.nan], n_boot=4000)  # NaN: no value, left out
+    half = 1.96 * np.sqrt(0.3 * 0.7 / 400)
+    assert low == pytest.approx(0.3 - half, abs=0.006) and high == pytest.approx(0.3 + half, abs=0.006)
+
+
 def test_lesion_contrast_is_zero_on_flat_skin_and_the_colour_distance_on_a_spot():
     from dermgan.editing import lesion_contrast
 

@@ -79,3 +79,26 @@ def test_long_column_labels_wrap_inside_their_cell_and_short_ones_stay_on_one_li
     assert titles[1] == "squamous cell\ncarcinoma" and titles[2].replace("\n", " ") == "basal cell carcinoma"
     longest_line = max(len(line) for t in titles for line in t.split("\n"))
     assert longest_line <= 14  # 11 characters per inch of a 1.3-inch cell
+
+
+def test_the_output_check_names_every_missing_empty_or_unprovenanced_file(tmp_path):
+    viz.save_figure(a_figure(), tmp_path, "09_fig_synthetic", {"notebook": "09", "profile": "smoke",
+                                                               "dataset": "synthetic"})
+    viz.save_table(pd.DataFrame({"a": [1.0]}), tmp_path, "09_tab_synthetic",
+                   {"notebook": "09", "profile": "smoke", "dataset": "synthetic"}, "caption")
+    expected = dict(figures=["09_fig_synthetic"], tables=["09_tab_synthetic"])
+    assert viz.check_outputs(tmp_path, **expected) == []
+    assert viz.check_outputs(tmp_path, figures=["09_other"]) == [
+        "09_other.pdf: missing", "09_other.png: missing", "09_other.json: missing"]
+    (tmp_path / "09_fig_synthetic.png").unlink()
+    (tmp_path / "09_tab_synthetic.md").write_text("")
+    record = json.loads((tmp_path / "09_tab_synthetic.json").read_text())
+    del record["profile"]
+    (tmp_path / "09_tab_synthetic.json").write_text(json.dumps(record))
+    record = json.loads((tmp_path / "09_fig_synthetic.json").read_text())
+    (tmp_path / "09_fig_synthetic.json").write_text(json.dumps({**record, "git_commit": "abc+dirty",
+                                                                "clean_commit": False}))
+    assert viz.check_outputs(tmp_path, **expected) == [
+        "09_fig_synthetic.png: missing", "09_tab_synthetic.md: empty", "09_tab_synthetic.json: no profile"]
+    assert viz.check_outputs(tmp_path, **expected, clean=True)[1] == (
+        "09_fig_synthetic.json: made at abc+dirty, not a clean commit")
