@@ -583,6 +583,27 @@ def earlier_entries(path: Path, profile: str, log=print) -> list[dict]:
     return current + previous.get("earlier_runs", [])
 
 
+def reported_run_problems(manifest: dict, notebooks: list[str] | None = None) -> list[str]:
+    """Why an executed series may not be reported as one reproducible run, one line each (empty when it may):
+    its good notebooks must come from one commit, a clean one, and, when `notebooks` is given, be all of them."""
+    entries = [{**e, "git_commit": manifest.get("git_commit")} for e in manifest.get("notebooks", [])
+               if e.get("status") == "ok"] + [e for e in manifest.get("earlier_runs", []) if e.get("status") == "ok"]
+    by_commit: dict[str, list[str]] = {}
+    for e in entries:
+        by_commit.setdefault(str(e.get("git_commit")), []).append(e["notebook"][:2])
+    problems = []
+    if len(by_commit) > 1:
+        problems.append("spans commits: " + "; ".join(f"{c[:7]}{'+dirty' if c.endswith('+dirty') else ''}: "
+                                                     f"{' '.join(sorted(nbs))}" for c, nbs in sorted(by_commit.items())))
+    problems += [f"notebooks at a commit with uncommitted changes: {' '.join(sorted(nbs))}"
+                 for c, nbs in by_commit.items() if c.endswith("+dirty") or c == "None"]
+    if notebooks is not None:
+        missing = sorted(set(notebooks) - {e["notebook"] for e in entries})
+        if missing:
+            problems.append("not executed: " + ", ".join(missing))
+    return problems
+
+
 def new_manifest(profile, common, overrides, series, device, output_dir, notebooks_dir) -> dict:
     report = environment_report(device)
     return {
