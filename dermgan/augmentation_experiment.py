@@ -412,3 +412,29 @@ def _difference(base, runs, truth, classes, metric, cls, n_boot) -> dict:
                                       [_metric(r.probabilities, truth, classes, metric, cls, everything) for r in runs])
     return {"diff": mean_difference(everything), "diff_low": low, "diff_high": high,
             "seed_diff_low": per_seed["low"], "seed_diff_high": per_seed["high"]}
+
+
+def recall_change_figure(table: pd.DataFrame, classes, rare, title: str):
+    """Per-class change in recall of every arm against real-only, with its 95 % test-bootstrap interval; the rare
+    malignant classes starred. `table` is summary_table's frame (notebook 07's metrics/07_augmentation.csv)."""
+    import matplotlib.pyplot as plt
+
+    recall = table[table.metric.str.startswith("recall_") & table["diff"].notna()].copy()
+    recall["class"] = recall.metric.str.removeprefix("recall_")
+    arm_names = list(dict.fromkeys(recall.arm))
+    fig, axis = plt.subplots(figsize=(6.5, 0.45 * len(classes) + 1.2))
+    offsets = np.linspace(-0.3, 0.3, len(arm_names)) if len(arm_names) > 1 else [0.0]
+    for k, arm in enumerate(arm_names):
+        part = recall[recall.arm == arm].set_index("class").reindex(list(classes))
+        y = np.arange(len(classes)) + offsets[k]
+        axis.errorbar(part["diff"], y, xerr=[part["diff"] - part["diff_low"], part["diff_high"] - part["diff"]],
+                      fmt="o", ms=4, capsize=2, label=arm, color=f"C{k}")
+    axis.axvline(0, color="0.4", lw=0.8)
+    axis.set_yticks(range(len(classes)))
+    axis.set_yticklabels([("★ " if c in rare else "") + name.replace("_", " ") for c, name in enumerate(classes)])
+    axis.invert_yaxis()
+    axis.set_xlabel("change in recall against real only (95 % test bootstrap)")
+    axis.set_title(title)
+    axis.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
