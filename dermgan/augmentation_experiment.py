@@ -435,6 +435,6 @@ def recall_change_figure(table: pd.DataFrame, classes, rare, title: str):
     axis.invert_yaxis()
     axis.set_xlabel("change in recall against real only (95 % test bootstrap)")
     axis.set_title(title)
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no point is ever hidden
     fig.tight_layout()
     return fig
