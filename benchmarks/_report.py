@@ -61,3 +61,25 @@ def write(name: str, title: str, rows: list[dict], columns: list[str], notes: st
         os.replace(tmp, target)
     print(text)
     return text
+
+
+def open_run(doc: str, argv=None):
+    """The run directory a benchmark reads (--run-dir, --profile): its context and dataset."""
+    import argparse
+
+    import dermgan.runtime
+    from dermgan.data import load_for_run
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--run-dir", default="runs/cpu")
+    parser.add_argument("--profile", default="cpu")
+    args = parser.parse_args(argv)
+    ctx = dermgan.runtime.start(args.profile, args.run_dir)
+    return ctx, load_for_run(ctx)
+
+
+def reference_rows(rng, n_samples: int, n_total: int):
+    """Rows of a set as notebook 05 draws them (sorted, without replacement), so a benchmark scores 05's sets."""
+    import numpy as np
+
+    return np.sort(rng.choice(n_total, size=min(n_samples, n_total), replace=False))

@@ -11,7 +11,6 @@ bootstrap intervals; the ratio to the blurred reference is the issue's target (<
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -20,27 +19,20 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 
-import dermgan.runtime
 from dermgan import metrics as M
-from dermgan.data import load_for_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", default="runs/cpu")
-    parser.add_argument("--profile", default="cpu")
-    args = parser.parse_args(argv)
-    ctx = dermgan.runtime.start(args.profile, args.run_dir)
+    ctx, data = _report.open_run(__doc__, argv)
     cfg = ctx.profile.metrics
-    data = load_for_run(ctx)
     train, test = data.split("train"), data.split("test")
     rng = np.random.default_rng(ctx.seed)  # the rows 05 draws: reference first, then the test floor
 
     def rows(n_total):
-        return np.sort(rng.choice(n_total, size=min(cfg.n_samples, n_total), replace=False))
+        return _report.reference_rows(rng, cfg.n_samples, n_total)
 
     def image_set(images, table, index, name=None):
         tone = pd.to_numeric(table["fitzpatrick"], errors="coerce").to_numpy(dtype=float)[index]
@@ -77,7 +69,7 @@ def main(argv=None) -> None:
     for row in table:
         row["KID / blurred"] = row["kid"] / blur_kid
     _report.write(
-        "dermgan_kid_by_steps", f"DermGAN Inception KID by training length ({data.name} data, {args.profile} profile)",
+        "dermgan_kid_by_steps", f"DermGAN Inception KID by training length ({data.name} data, {ctx.profile.name} profile)",
         table, ["set", "steps", "kid", "kid 95% CI", "KID / blurred", "precision", "precision 95% CI"],
         notes=f"Against {len(real)} real training images (05's reference rows); {cfg.n_bootstrap} bootstrap "
               f"replicates; Inception in {cfg.inception_precision}. Run directory {ctx.run_dir}. Issue 10 target: "

@@ -10,7 +10,6 @@ run's cache, so metric and extraction times are apart). 05 repeats this for ever
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,10 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import dermgan.runtime
 from dermgan import metrics as M
 from dermgan.classify import metrics_classifier
-from dermgan.data import load_for_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
@@ -39,16 +36,10 @@ def seconds(work) -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", default="runs/cpu")
-    parser.add_argument("--profile", default="cpu")
-    args = parser.parse_args(argv)
-    ctx = dermgan.runtime.start(args.profile, args.run_dir)
+    ctx, data = _report.open_run(__doc__, argv)
     cfg = ctx.profile.metrics
-    data = load_for_run(ctx)
     train, val = data.split("train"), data.split("val")
-    rng = np.random.default_rng(ctx.seed)  # 05's reference rows
-    rows = np.sort(rng.choice(len(train), size=min(cfg.n_samples, len(train)), replace=False))
+    rows = _report.reference_rows(np.random.default_rng(ctx.seed), cfg.n_samples, len(train))  # 05's reference
     real = M.ImageSet(train.images[rows], train.table["label"].to_numpy()[rows])
     with np.load(ctx.run_dir / "samples" / "dermgan" / "samples.npz") as npz:
         generated = M.ImageSet(npz["images"][: cfg.n_samples], npz["condition"][: cfg.n_samples])
@@ -79,7 +70,7 @@ def main(argv=None) -> None:
         r["share"] = r["s per set"] / total
     table.sort(key=lambda r: -r["s per set"])
     _report.write("metrics_profile", f"Where 05's time goes: one set, every metric ({data.name} data, "
-                  f"{args.profile} profile)", table, ["work", "s per set", "share"],
+                  f"{ctx.profile.name} profile)", table, ["work", "s per set", "share"],
                   notes=f"{len(real)} real vs {len(generated)} generated images of {data.image_size} px; "
                         f"{cfg.n_bootstrap} bootstrap replicates, KID subsets of {cfg.kid_subset_size}, "
                         f"{cfg.ssim_pairs} MS-SSIM pairs; Inception in {cfg.inception_precision}. 05 repeats this "
