@@ -17,12 +17,16 @@ into images, scored against the real test images of those maps:
                     in the notes. A frame artefact is a peak far above the real value
     banding         (mean |row-to-row step| / mean |column-to-column step|) generated over real: > 1 = horizontal
                     bands
+    lattice         2x2 checker component (`lattice`) generated over real: > 1 = a 2 px grid on top of the
+                    real images' own pixel noise
     flat_frame, flat_banding   the same two on images generated from FLAT maps (the test maps' skin colour
                     everywhere, no lesion, no background): nothing in such a map asks for a line, so any peak is
                     the network's own artefact; nan = 0/0: the image is exactly flat (no step anywhere)
     d_loss, g_adv   mean discriminator loss and generator adversarial loss over the last quarter of training
-    kid             with --inception: Inception KID (x 1e3) of the generated images against the real test images
-                    (the same maps' images); the notes give Gaussian-blurred real images' KID as a reference
+    kid, precision  with --inception: Inception KID and precision (95% bootstrap intervals, _lo/_hi) of the
+                    generated images against notebook 05's reference set of real training images; kid / blurred
+                    divides by the KID of the Gaussian-blurred real test images of the same maps (05's "blurred
+                    real" reference, in the notes): issue 10's target is <= 2 with precision >= 0.2
 
 Results (synthetic data) go to benchmarks/results/sweep_dermgan.{json,md}; with --grids, a PNG per arm
 (held-out maps | generated | real, 4x nearest-neighbour zoom) for looking at artefacts.
@@ -54,8 +58,11 @@ import _report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name: (variant, DermGANConfig changes to the cpu profile as committed). "old-*" arms reproduce the models of the
-# cpu run that issue 10 reported (zero-padded encoder; single-D without feature matching).
+# The sweep's baseline: the cpu profile's DermGAN as the sweep found it. The profile has since adopted instance norm
+# (the "instance-norm" arm); pinning batch norm here keeps every arm, and every table measured, what its name says.
+SWEEP_BASE = {"norm": "batch"}
+# name: (variant, DermGANConfig changes to SWEEP_BASE). "old-*" arms reproduce the models of the cpu run that
+# issue 10 reported (zero-padded encoder; single-D without feature matching).
 ARMS: dict[str, tuple[str, dict]] = {
     "base": ("dermgan", {}),
     "old-padding": ("dermgan", {"encoder_padding": "zeros"}),
@@ -75,6 +82,26 @@ ARMS: dict[str, tuple[str, dict]] = {
     "augment": ("dermgan", {"augment_flip": True, "augment_jitter": 1.125}),
     "flip": ("dermgan", {"augment_flip": True}),
     "ema": ("dermgan", {"ema_decay": 0.999}),
+    # the Inception sweep (--inception): does less reconstruction weight let the adversarial and feature-matching
+    # terms put texture back? Then, at L1 = 1, the other levers on the balance between G and D
+    "l1-3": ("dermgan", {"lambda_l1": 3.0, "lambda_lesion": 3.0}),
+    "l1-1": ("dermgan", {"lambda_l1": 1.0, "lambda_lesion": 1.0}),
+    "l1-0": ("dermgan", {"lambda_l1": 0.0, "lambda_lesion": 0.0}),
+    "adversarial-only": ("dermgan", {"lambda_l1": 0.0, "lambda_lesion": 0.0, "lambda_fm": 0.0}),
+    "l1-1-lsgan": ("dermgan", {"lambda_l1": 1.0, "lambda_lesion": 1.0, "gan_loss": "lsgan"}),
+    "l1-1-hinge": ("dermgan", {"lambda_l1": 1.0, "lambda_lesion": 1.0, "gan_loss": "hinge"}),
+    "l1-1-no-dropout": ("dermgan", {"lambda_l1": 1.0, "lambda_lesion": 1.0, "dropout": 0.0}),
+    "l1-1-lr-d-half": ("dermgan", {"lambda_l1": 1.0, "lambda_lesion": 1.0, "lr_d": 1e-4}),
+    "l1-1-fm-2.5x": ("dermgan", {"lambda_l1": 1.0, "lambda_lesion": 1.0, "lambda_fm": 25.0}),
+    # ... and levers that leave the losses' weights alone: the GAN loss, normalisation, capacity
+    "lsgan": ("dermgan", {"gan_loss": "lsgan"}),
+    "instance-norm": ("dermgan", {"norm": "instance"}),
+    "filters-32": ("dermgan", {"base_filters": 32}),
+    "bilinear": ("dermgan", {"upsample": "bilinear"}),
+    # instance norm scored best of the 3,000-step arms (sweep_dermgan_kid_3000.md): combined with the others
+    "instance-lsgan": ("dermgan", {"norm": "instance", "gan_loss": "lsgan"}),
+    "instance-bilinear": ("dermgan", {"norm": "instance", "upsample": "bilinear"}),
+    "instance-lsgan-bilinear": ("dermgan", {"norm": "instance", "gan_loss": "lsgan", "upsample": "bilinear"}),
 }
 
 
@@ -104,40 +131,59 @@ def line_contrast(images: np.ndarray, depth: int = 16) -> np.ndarray:
     return np.array(c)
 
 
+def lattice(images: np.ndarray) -> float:
+    """Mean |2x2 checker component| (a - b - c + d over each 2x2 block at even offsets): what a 3x3 conv after
+    nearest-neighbour up-sampling leaves at the 2 px period."""
+    x = _float(images)
+    return float((x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]).abs().mean())
+
+
 def anisotropy(images: np.ndarray) -> float:
     x = _float(images)
     return float((x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean() / (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean())
 
 
+class Fidelity:
+    """Inception KID and precision with 95% bootstrap intervals, scored as notebook 05 scores them: against 05's
+    reference set (the same 600 real training images, drawn with the same seed), with the cpu profile's metric
+    settings (Inception arithmetic, bootstrap replicates, KID subset size)."""
+
+    def __init__(self, data, profile):
+        from dermgan import metrics as M
+
+        self._M, cfg = M, profile.metrics
+        train = data.split("train")
+        rows = _report.reference_rows(np.random.default_rng(0), cfg.n_samples, len(train))
+        self.real = M.ImageSet(np.asarray(train.images[rows]), train.table["label"].to_numpy()[rows])
+        store = M.FeatureStore(M.get_extractor("inception"), None, cfg.batch_size, "cpu",
+                               precision=cfg.inception_precision)
+        self.options = M.MetricOptions(store=store, n_bootstrap=cfg.n_bootstrap, seed=0,
+                                       kid_subset_size=cfg.kid_subset_size)
+        self.settings = (f"{len(rows)} real training images (05's reference rows), {cfg.n_bootstrap} bootstrap "
+                         f"replicates, KID subsets of {cfg.kid_subset_size}, Inception in {cfg.inception_precision}")
+
+    def __call__(self, images: np.ndarray, condition: np.ndarray) -> dict:
+        M = self._M
+        results = M.evaluate(self.real, M.ImageSet(images, condition), self.options, metrics=("kid", "precision_recall"))
+        table = M.results_table(results)
+        overall = table[table["group"].isna()].drop_duplicates("metric").set_index("metric")
+        return {key: float(overall.loc[metric, column]) for metric in ("kid", "precision")
+                for key, column in ((metric, "value"), (f"{metric}_lo", "lo"), (f"{metric}_hi", "hi"))}
+
+
 def gaussian_blur(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    from PIL import Image, ImageFilter
+    """05's "blurred real" reference: a Gaussian of `sigma` px over each channel."""
+    from scipy.ndimage import gaussian_filter
 
-    return np.stack([np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(sigma))) for im in images])
-
-
-class Kid:
-    """Inception KID against one real set (features computed once)."""
-
-    def __init__(self, real: np.ndarray):
-        from dermgan.metrics.distribution import kid_from_features
-        from dermgan.metrics.features import extract_features, get_extractor
-
-        self._kid, self._extract = kid_from_features, extract_features
-        self.extractor = get_extractor("inception")
-        self.real = extract_features(real, self.extractor, batch_size=50)
-
-    def __call__(self, images: np.ndarray) -> float:
-        features = self._extract(images, self.extractor, batch_size=50)
-        mean, _ = self._kid(self.real, features, subset_size=min(100, len(images)), subsets=50)
-        return 1e3 * mean
+    return np.clip(gaussian_filter(images.astype(np.float32), (0, sigma, sigma, 0)), 0, 255).round().astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------- one arm
 
-def run_arm(name: str, steps: int, data, rows: np.ndarray, kid: Kid | None, grids: Path | None) -> dict:
+def run_arm(name: str, steps: int, data, rows: np.ndarray, fidelity: Fidelity | None, grids: Path | None) -> dict:
     variant, changes = ARMS[name]
     cfg = dataclasses.replace(get_profile("cpu").dermgan, steps=steps, checkpoint_every=0, sample_every=0,
-                              log_every=max(1, steps // 40), **changes)
+                              log_every=max(1, steps // 40), **{**SWEEP_BASE, **changes})
     train_data, test_data = data.split("train"), data.split("test")
     torch.manual_seed(0)
     recipe = dg.build(variant, cfg, train_data.image_size, len(train_data.classes))
@@ -167,6 +213,7 @@ def run_arm(name: str, steps: int, data, rows: np.ndarray, kid: Kid | None, grid
         "frame": float(line_contrast(generated).max()),
         "frame_at_px": int(line_contrast(generated).argmax() + 1),
         "banding": anisotropy(generated) / anisotropy(real),
+        "lattice": lattice(generated) / lattice(real),
         "flat_frame": float(line_contrast(flat).max()),
         "flat_frame_at_px": int(line_contrast(flat).argmax() + 1),
         "flat_banding": anisotropy(flat),
@@ -174,8 +221,8 @@ def run_arm(name: str, steps: int, data, rows: np.ndarray, kid: Kid | None, grid
         "g_adv": float(tail["g_adv"].mean()),
         "weights": meta["evaluation"]["weights"],
     }
-    if kid is not None:
-        result["kid"] = kid(generated)
+    if fidelity is not None:
+        result.update(fidelity(generated, np.asarray(test_data.table["label"])[rows]))
     if grids is not None:
         write_grid(grids / f"{name}.png", [render_maps(maps[:8], recipe.variant.encoding, recipe.n_conditions),
                                            generated[:8], real[:8], flat[:8]])
@@ -201,39 +248,68 @@ def write_grid(path: Path, rows: list[np.ndarray], zoom: int = 4) -> None:
     tmp.replace(path)
 
 
+def earlier_rows(args, n_eval: int) -> list[dict]:
+    """The rows of an earlier sweep with the same steps and held-out maps, less the arms about to be re-run."""
+    import json
+
+    record = json.loads((_report.RESULTS / f"{args.name}.json").read_text())
+    if (record.get("steps"), record.get("n_eval")) != (args.steps, n_eval) or \
+            any("kid" in row for row in record["rows"]) != args.inception:
+        raise SystemExit(f"--append: results/{args.name}.json was measured with other settings "
+                         f"(steps {record.get('steps')}, n_eval {record.get('n_eval')})")
+    again = set(args.arms.split(","))
+    return [row for row in record["rows"] if row["arm"] not in again]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated names of ARMS")
     parser.add_argument("--n-eval", type=int, default=200, help="held-out test maps per arm")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: the sweep shares the machine; 0: torch's default)")
     parser.add_argument("--inception", action="store_true", help="also Inception KID (slow on a CPU)")
     parser.add_argument("--grids", type=Path, default=None, help="folder for one PNG grid per arm")
     parser.add_argument("--name", default="sweep_dermgan", help="results/<name>.{json,md}")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the arms already in results/<name>.json (same steps and evaluation) and add these")
     args = parser.parse_args(argv)
     unknown = [a for a in args.arms.split(",") if a not in ARMS]
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
-    torch.set_num_threads(1)  # the machine is shared; one thread per process
+    if args.threads:
+        torch.set_num_threads(args.threads)
     profile = get_profile("cpu")
     data = load_dataset("synthetic", image_size=profile.data.image_size, n_images=profile.data.n_images, seed=0,
                         cache_dir=ROOT / "runs" / "cpu" / "data")
     test = data.split("test")
     rows = np.arange(min(args.n_eval, len(test)))
     real = np.asarray(test.images[rows])
-    kid = Kid(real) if args.inception else None
-    results = []
-    for name in args.arms.split(","):
-        results.append(run_arm(name, args.steps, data, rows, kid, args.grids))
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in results[-1].items()}, flush=True)
+    fidelity = Fidelity(data, profile) if args.inception else None
     notes = (f"Synthetic data (cpu profile: 64 px, 2,800 training images), {args.steps} steps of batch "
-             f"{profile.dermgan.batch_size}, one torch thread, seed 0, {len(rows)} held-out maps. Real test images: "
-             f"frame {line_contrast(real).max():.3g}, banding 1 by definition, hf_ratio 1 by definition.")
-    if kid is not None:
-        notes += f" KID x 1e3 of Gaussian-blurred (sigma 1) real images: {kid(gaussian_blur(real)):.3g}."
+             f"{profile.dermgan.batch_size}, {torch.get_num_threads()} torch thread(s), seed 0, {len(rows)} held-out "
+             f"maps. Real test images: frame {line_contrast(real).max():.3g}, banding 1 by definition, hf_ratio 1 "
+             "by definition.")
     columns = ["arm", "variant", "changes", "l1", "l1_lesion", "hf_ratio", "frame", "frame_at_px", "banding",
-               "flat_frame", "flat_frame_at_px", "flat_banding", "d_loss", "g_adv", "s_per_step"] + (["kid"] if kid is not None else [])
-    print(_report.write(args.name, f"DermGAN sweep, {args.steps} steps (synthetic data)", results, columns,
-                        notes, {"steps": args.steps, "n_eval": len(rows)}))
+               "lattice", "flat_frame", "flat_frame_at_px", "flat_banding", "d_loss", "g_adv", "s_per_step"]
+    if fidelity is not None:
+        blurred = fidelity(gaussian_blur(real), np.asarray(test.table["label"])[rows])
+        notes += (f" Inception KID and precision against {fidelity.settings}; the Gaussian-blurred (sigma 1 px) "
+                  f"real test images score KID {blurred['kid']:.4g} [{blurred['kid_lo']:.4g}, {blurred['kid_hi']:.4g}]"
+                  f", precision {blurred['precision']:.3g} [{blurred['precision_lo']:.3g}, "
+                  f"{blurred['precision_hi']:.3g}]. Issue 10's target: kid / blurred <= 2 and precision >= 0.2.")
+        columns += ["kid", "kid_lo", "kid_hi", "kid / blurred", "precision", "precision_lo", "precision_hi"]
+    results = earlier_rows(args, len(rows)) if args.append else []
+    for name in args.arms.split(","):
+        row = run_arm(name, args.steps, data, rows, fidelity, args.grids)
+        if fidelity is not None:
+            row["kid / blurred"] = row["kid"] / blurred["kid"]
+        results.append(row)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        # written after every arm: a long sweep stopped half-way keeps what it measured
+        table = _report.write(args.name, f"DermGAN sweep, {args.steps} steps (synthetic data)", results, columns,
+                              notes, {"steps": args.steps, "n_eval": len(rows)})
+    print(table)
 
 
 if __name__ == "__main__":

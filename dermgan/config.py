@@ -79,11 +79,15 @@ class DermGANConfig:
     decay_start: float = 0.5  # constant LR for this fraction of the steps, then linear to 0 (pix2pix)
     lambda_l1: float = 100.0
     gan_loss: str = "vanilla"  # "vanilla" | "lsgan" | "hinge"
-    norm: str = "batch"  # "batch" | "instance" | "none"
+    # "batch" | "instance" | "none". Instance norm, in G and (d_norm None) D: pix2pix's own setting in effect (batch
+    # norm at batch 1, test-batch statistics at inference) and pix2pixHD's; with it the cpu profile's Inception KID
+    # fell from 4.1x to 2.2x the blurred-real reference at 3,000 steps, the largest gain of any arm in
+    # benchmarks/results/sweep_dermgan_kid_3000.md (loss weights, GAN loss, width, up-sampling)
+    norm: str = "instance"
     dropout: float = 0.5  # in the first three decoder blocks
     d_layers: int = 3  # PatchGAN stride-2 layers (3 = 70x70 receptive field)
     # DermGAN switches (the "dermgan" variant; "pix2pix" uses transpose / 0 / 1 / 0 / colour)
-    upsample: str = "resize"  # "transpose" | "resize"
+    upsample: str = "resize"  # "transpose" | "resize" (nearest) | "bilinear"
     # padding of the resize generators' convs: "zeros" | "reflect". Reflect in both (ours): zero padding makes
     # the border differ from the interior at every level, which nearest-neighbour upsampling spreads into a
     # frame a few px inside the border (pix2pix's transposed generators keep zero padding)
@@ -118,7 +122,7 @@ class DermGANConfig:
         _validate(self, "dermgan", base_filters=AT_LEAST_1, steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
                   beta1=FRACTION, decay_start=FRACTION, lambda_l1=NON_NEGATIVE,
                   gan_loss=one_of("vanilla", "lsgan", "hinge"), norm=one_of("batch", "instance", "none"),
-                  dropout=FRACTION, d_layers=AT_LEAST_1, upsample=one_of("transpose", "resize"),
+                  dropout=FRACTION, d_layers=AT_LEAST_1, upsample=one_of("transpose", "resize", "bilinear"),
                   resize_padding=one_of("zeros", "reflect"), lambda_lesion=NON_NEGATIVE, n_scales=AT_LEAST_1,
                   lambda_fm=NON_NEGATIVE, encoding=one_of("colour", "onehot"),
                   ema_decay=(lambda v: 0 <= v < 1, "a number in [0, 1)"), amp=one_of("auto", "bf16", "fp16", "off"),
@@ -316,7 +320,10 @@ PROFILES: dict[str, Profile] = {
                    # and the discriminator loss moves towards balance (0.32, 0.42, 0.45), for +7 % held-out L1
                    dermgan=DermGANConfig(steps=3000, ablation_steps=250, seeds=3, lambda_l1=10.0,
                                          lambda_lesion=10.0),
-                   classifier=ClassifierConfig(width=32, epochs=8, batch_size=64)),
+                   classifier=ClassifierConfig(width=32, epochs=8, batch_size=64),
+                   # Inception on 2 CPU cores in bf16: batch 8 ran 1.22x batch 32 (25.7 / 21.1 images/s, identical
+                   # features; benchmarks/results/metrics.md), and Inception is three quarters of 05's time
+                   metrics=MetricsConfig(batch_size=8)),
     "paper": Profile(
         name="paper",
         device_hint="cuda",

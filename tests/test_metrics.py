@@ -375,6 +375,16 @@ def test_domain_extractor_uses_features_method(real):
         get_extractor("clip")
 
 
+def test_inception_features_do_not_depend_on_the_batch_size(real, inception):
+    # the cpu profile picks the Inception batch size by speed alone (benchmarks/results/metrics.md): safe only if
+    # an image's features are its own, whatever else shares its batch (eval-mode batch norm, no cross-image op)
+    for precision, tolerance in (("fp32", 1e-5), ("bf16", 1e-2)):
+        whole = extract_features(real[:6], inception, batch_size=6, precision=precision)
+        for batch_size in (1, 4):
+            np.testing.assert_allclose(extract_features(real[:6], inception, batch_size=batch_size,
+                                                        precision=precision), whole, atol=tolerance)
+
+
 def test_inception_mapping_matches_torchscript(inception):
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x as resize
 

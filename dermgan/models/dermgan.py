@@ -2,7 +2,7 @@
 
 DermGAN's changes to Pix2Pix (papers.md sec. 1.3, partly unverified) are switches, so each can be ablated:
 
-    upsample       "transpose" (pix2pix) | "resize" (nearest-neighbour x2 + conv, DermGAN)
+    upsample       "transpose" (pix2pix) | "resize" (nearest-neighbour x2 + conv, DermGAN) | "bilinear" (x2 + conv)
     lambda_lesion  weight of the lesion-masked L1 on top of the whole-image L1 (0 = off)
     n_scales       1 = one 70x70 PatchGAN (pix2pix); > 1 = multi-scale D (pix2pixHD style)
     lambda_fm      feature matching on D's features, pix2pixHD weights (0 = off; works with one scale too)
@@ -71,7 +71,7 @@ def variants(cfg: DermGANConfig, ablation: bool | None = None) -> dict[str, Vari
     out = {"pix2pix": PIX2PIX, "dermgan": full}
     if not (cfg.ablation if ablation is None else ablation):
         return out
-    other_upsample = "transpose" if full.upsample == "resize" else "resize"
+    other_upsample = "transpose" if full.upsample != "transpose" else "resize"
     out[f"dermgan-{other_upsample}"] = dataclasses.replace(
         full, name=f"dermgan-{other_upsample}", upsample=other_upsample
     )
@@ -108,7 +108,7 @@ class Pix2PixRecipe:
             dropout=cfg.dropout,
             resize_padding=cfg.resize_padding,
             # pix2pix's transposed generator stays as the reference implementation has it (zero padding)
-            encoder_padding=cfg.encoder_padding if variant.upsample == "resize" else "zeros",
+            encoder_padding=cfg.encoder_padding if variant.upsample != "transpose" else "zeros",
         )
         self.discriminator = MultiScaleDiscriminator(
             map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.d_norm or cfg.norm, variant.n_scales, image_size
@@ -281,8 +281,8 @@ def evaluated_generator(checkpoint_dir: str | Path, device="cpu") -> tuple[nn.Mo
     """THE generator that notebooks 02, 05 (through samples/) and 06 evaluate, from checkpoint_dir/generator.pt.
 
     Weights: the EMA of G when the run kept one and its config says eval_weights="ema", else the raw G.
-    Normalisation: eval mode (batch-norm running statistics, dropout off), so an image depends only on its own
-    map and not on the batch it is generated in. Returns (G, metadata) with metadata["evaluation"] recording
+    Normalisation: eval mode (dropout off; instance norm uses the image's own statistics, batch norm its running
+    ones), so an image depends only on its own map and not on the batch it is generated in. Returns (G, metadata) with metadata["evaluation"] recording
     that choice (weights, normalisation, step); write it into samples/<model>/meta.json.
     """
     path = Path(checkpoint_dir) / "generator.pt"
@@ -309,8 +309,8 @@ def generate(
     batch_size: int = 64,
     device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """Generated images uint8 (N,H,W,3) for maps (N,C,H,W); the generator runs in eval mode (batch-norm
-    running statistics, no dropout), so an image does not depend on the other maps of its batch.
+    """Generated images uint8 (N,H,W,3) for maps (N,C,H,W); the generator runs in eval mode (no dropout;
+    instance or running batch statistics), so an image does not depend on the other maps of its batch.
 
     Batched, under inference_mode and in channels_last layout: 12x a naive batch-1 forward on the CPU with
     bit-identical images (benchmarks/bench_sampling.py); bf16 would add little and change pixels, so it is not used.

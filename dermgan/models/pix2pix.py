@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NORMS = ("batch", "instance", "none")
-UPSAMPLES = ("transpose", "resize")
+UPSAMPLES = ("transpose", "resize", "bilinear")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -62,9 +62,12 @@ def count_parameters(module: nn.Module) -> int:
 def _up(kind: str, c_in: int, c_out: int, bias: bool, padding_mode: str = "zeros") -> nn.Module:
     if kind == "transpose":
         return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias)
-    if kind == "resize":
+    if kind in ("resize", "bilinear"):
+        # nearest: Odena et al.'s resize-convolution. bilinear: tried against the 2 px lattice a 3x3 conv leaves on
+        # nearest-neighbour 2x2 blocks; it scored a worse Inception KID (benchmarks/results/sweep_dermgan_kid_3000.md)
         return nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Upsample(scale_factor=2, mode="nearest") if kind == "resize" else
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
             nn.Conv2d(c_in, c_out, 3, stride=1, padding=1, bias=bias, padding_mode=padding_mode),
         )
     raise ValueError(f"unknown upsample {kind!r}; use one of {UPSAMPLES}")
