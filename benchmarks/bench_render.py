@@ -7,12 +7,17 @@ and the wall time to render the cpu-profile dataset with its default worker proc
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 from dermgan.config import get_profile
 from dermgan.data.conditions import N_CONDITIONS
 from dermgan.data.dataset import make_synthetic
 from dermgan.data.synth import render_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report  # noqa: E402
 
 
 def images_per_second(size: int, n: int) -> tuple[float, float]:
@@ -29,18 +34,19 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=48, help="images per size")
     parser.add_argument("--skip-dataset", action="store_true")
     args = parser.parse_args(argv)
-    print(f"{'size':>6}{'img/s (wall)':>14}{'img/s (CPU)':>13}{'relative':>10}")
-    base = None
+    rows, base = [], None
     for size in (64, 128, 256):
         wall, cpu = images_per_second(size, args.n)
         base = base or wall
-        print(f"{size:>6}{wall:>14.1f}{cpu:>13.1f}{wall / base:>10.2f}")
+        rows.append({"size px": size, "images/s (wall)": wall, "images/s (CPU)": cpu, "vs 64 px": wall / base})
+    notes = f"{args.n} images per size, every condition, one worker, in one process (synthetic renderer)."
     if not args.skip_dataset:
         cfg = get_profile("cpu").data
         start = time.perf_counter()
         make_synthetic(cfg.image_size, cfg.n_images, seed=0)
-        print(f"cpu-profile dataset ({cfg.n_images} images at {cfg.image_size} px, default workers): "
-              f"{time.perf_counter() - start:.1f} s wall")
+        notes += (f" The cpu-profile dataset ({cfg.n_images} images at {cfg.image_size} px, default workers) "
+                  f"rendered in {time.perf_counter() - start:.1f} s wall.")
+    print(_report.write("render", "Procedural renderer (images/s)", rows, list(rows[0]), notes))
 
 
 if __name__ == "__main__":

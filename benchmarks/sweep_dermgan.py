@@ -1,7 +1,15 @@
 """Issue 10: a small sweep of DermGAN training settings at the cpu profile's sizes, scored by quick proxies.
 
     .venv/bin/python benchmarks/sweep_dermgan.py [--steps 400] [--arms base,l1-10,...] [--n-eval 200]
-                                                  [--inception] [--grids /tmp/sweep]
+                                                  [--inception] [--grids /tmp/sweep] [--threads 1]
+                                                  [--name sweep_dermgan] [--append] [--compare ARM,ARM]
+
+The committed tables came from (2 cores, nothing else running):
+    sweep_dermgan          --steps 400 --arms base,old-single-d,...,augment                (hf proxies only)
+    sweep_dermgan_kid      --steps 400 --arms base,l1-3,...,l1-1-fm-2.5x --n-eval 600 --inception --threads 2
+    sweep_dermgan_kid_3000 --steps 3000 --arms base,adversarial-only,lsgan,... --n-eval 600 --inception
+                           --threads 2 (--append for the later arms; --compare base,instance-norm for the grid)
+    sweep_dermgan_kid_6000 --steps 6000 --arms instance-norm --n-eval 600 --inception --threads 2
 
 Every arm trains the cpu profile's "dermgan" (or the arm's variant) through the one loop (dermgan.train) on the
 cpu profile's synthetic training split (64 px, 2,800 images), from the same seed, for --steps steps with the
@@ -270,10 +278,17 @@ def main(argv=None) -> None:
                         help="torch threads (1: the sweep shares the machine; 0: torch's default)")
     parser.add_argument("--inception", action="store_true", help="also Inception KID (slow on a CPU)")
     parser.add_argument("--grids", type=Path, default=None, help="folder for one PNG grid per arm")
+    parser.add_argument("--compare", default=None, metavar="ARM,ARM",
+                        help="with --grids: results/<name>_grid.png, the held-out maps, the two arms' images and "
+                             "the real images in rows (the arms' grids may come from an earlier --append run)")
     parser.add_argument("--name", default="sweep_dermgan", help="results/<name>.{json,md}")
     parser.add_argument("--append", action="store_true",
                         help="keep the arms already in results/<name>.json (same steps and evaluation) and add these")
     args = parser.parse_args(argv)
+    if not args.arms:  # only the comparison figure, from grids already written
+        if not (args.compare and args.grids):
+            raise SystemExit("--arms '' needs --compare and --grids")
+        return compare_grids(args.grids, args.compare.split(","), _report.RESULTS / f"{args.name}_grid.png")
     unknown = [a for a in args.arms.split(",") if a not in ARMS]
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
@@ -310,6 +325,20 @@ def main(argv=None) -> None:
         table = _report.write(args.name, f"DermGAN sweep, {args.steps} steps (synthetic data)", results, columns,
                               notes, {"steps": args.steps, "n_eval": len(rows)})
     print(table)
+    if args.compare and args.grids:
+        compare_grids(args.grids, args.compare.split(","), _report.RESULTS / f"{args.name}_grid.png")
+
+
+def compare_grids(folder: Path, arms: list[str], path: Path) -> None:
+    """One PNG from the per-arm grids (rows: maps, generated, real, flat; 4x zoom): maps, each arm, real."""
+    from PIL import Image
+
+    grids = [np.asarray(Image.open(folder / f"{arm}.png")) for arm in arms]
+    row = grids[0].shape[0] // 4
+    rows = [grids[0][:row]] + [g[row:2 * row] for g in grids] + [grids[0][2 * row:3 * row]]
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, optimize=True)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -375,6 +375,20 @@ def test_domain_extractor_uses_features_method(real):
         get_extractor("clip")
 
 
+def test_both_exact_routes_of_a_bootstrap_fid_replicate_agree():
+    # fid's replicates take d x d moments when the resampled sets outnumber the dimensions, the Gram form
+    # otherwise: the two must give the same number (rows drawn with replacement, as the bootstrap draws them)
+    from dermgan.metrics.distribution import _FidOfRows
+
+    rng = np.random.default_rng(3)
+    for d in (8, 64):  # below and above the 40 / 30 rows drawn
+        x, y = rng.normal(size=(40, d)), rng.normal(0.3, 1.2, size=(30, d))
+        r, g = rng.integers(0, 40, 40), rng.integers(0, 30, 30)
+        by_rows = _FidOfRows(x, y)(r, g)
+        assert by_rows == pytest.approx(fid_from_grams(x @ x.T, y @ y.T, y @ x.T, r, g), rel=1e-6)
+        assert by_rows == pytest.approx(fid_by_hand(x[r], y[g]), rel=1e-6)
+
+
 def test_inception_features_do_not_depend_on_the_batch_size(real, inception):
     # the cpu profile picks the Inception batch size by speed alone (benchmarks/results/metrics.md): safe only if
     # an image's features are its own, whatever else shares its batch (eval-mode batch norm, no cross-image op)
