@@ -169,7 +169,7 @@ def main(argv=None) -> None:
                 row[label] = throughput(images, extractor, batch, device, args.repeats, precision)
         # the profiles pick the batch size by speed alone, which is only safe if it leaves the features alone
         by_batch = [extract_features(images, extractor, b, device, precision="bf16") for b in args.sizes]
-        row["bf16 max |diff| across batch sizes"] = float(max(np.abs(f - by_batch[0]).max() for f in by_batch))
+        row["bf16 max abs diff across batch sizes"] = float(max(np.abs(f - by_batch[0]).max() for f in by_batch))
         rows.append(row)
     base = next((r for r in rows if r["extractor"] == "inception"), None)
     for row in rows:

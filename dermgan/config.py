@@ -321,7 +321,7 @@ PROFILES: dict[str, Profile] = {
                    dermgan=DermGANConfig(steps=3000, ablation_steps=250, seeds=3, lambda_l1=10.0,
                                          lambda_lesion=10.0),
                    classifier=ClassifierConfig(width=32, epochs=8, batch_size=64),
-                   # Inception on 2 CPU cores in bf16: batch 8 ran 1.22x batch 32 (25.7 / 21.1 images/s, identical
+                   # Inception on 2 CPU cores in bf16: batch 8 ran 1.25x batch 32 (26.0 / 20.8 images/s, identical
                    # features; benchmarks/results/metrics.md), and Inception is three quarters of 05's time
                    metrics=MetricsConfig(batch_size=8)),
     "paper": Profile(
