@@ -83,3 +83,22 @@ def reference_rows(rng, n_samples: int, n_total: int):
     import numpy as np
 
     return np.sort(rng.choice(n_total, size=min(n_samples, n_total), replace=False))
+
+
+def blurred(images, sigma: float = 1.0):
+    """Notebook 05's "blurred real" reference: uint8 images under a Gaussian of `sigma` px (rows and columns)."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    return np.clip(gaussian_filter(images.astype(np.float32), (0, sigma, sigma, 0)), 0, 255).round().astype(np.uint8)
+
+
+def kid_and_precision(real, generated, options) -> dict:
+    """Whole-set Inception KID and precision as 05 reports them: {kid, kid_lo, kid_hi, precision, precision_lo,
+    precision_hi} (95% bootstrap interval ends), for two metrics.ImageSet and 05's MetricOptions."""
+    from dermgan import metrics as M
+
+    table = M.results_table(M.evaluate(real, generated, options, metrics=("kid", "precision_recall")))
+    overall = table[table["group"].isna()].drop_duplicates("metric").set_index("metric")
+    return {key: float(overall.loc[metric, column]) for metric in ("kid", "precision")
+            for key, column in ((metric, "value"), (f"{metric}_lo", "lo"), (f"{metric}_hi", "hi"))}

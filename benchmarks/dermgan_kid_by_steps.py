@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import gaussian_filter
 
 from dermgan import metrics as M
 
@@ -40,8 +39,7 @@ def main(argv=None) -> None:
 
     real = image_set(train.images, train.table, rows(len(train)), f"{data.name}-train-ref")
     floor = image_set(test.images, test.table, rows(len(test)), f"{data.name}-test-floor")
-    blurred = np.clip(gaussian_filter(floor.images.astype(np.float32), (0, 1, 1, 0)), 0, 255).round()
-    sets = {"blurred real (sigma 1 px)": M.ImageSet(blurred.astype(np.uint8), floor.condition, floor.fitzpatrick)}
+    sets = {"blurred real (sigma 1 px)": M.ImageSet(_report.blurred(floor.images), floor.condition, floor.fitzpatrick)}
     for folder in sorted(ctx.run_dir.glob("samples/dermgan*")):
         if not re.fullmatch(r"dermgan(-s\d+)?", folder.name):  # the main model and its 250-step seed runs
             continue
@@ -57,13 +55,11 @@ def main(argv=None) -> None:
     steps = {"dermgan": ctx.profile.dermgan.steps}
     table = []
     for name, generated in sets.items():
-        results = M.evaluate(real, generated, options, metrics=("kid", "precision_recall"))
-        overall = M.results_table(results)
-        values = overall[overall["group"].isna()].drop_duplicates("metric").set_index("metric")
+        scores = _report.kid_and_precision(real, generated, options)
         table.append({"set": name, "steps": steps.get(name, ctx.profile.dermgan.ablation_steps if "-s" in name
                                                       else "-"),
-                      **{m: values.loc[m, "value"] for m in ("kid", "precision")},
-                      **{f"{m} 95% CI": f"[{values.loc[m, 'lo']:.3g}, {values.loc[m, 'hi']:.3g}]"
+                      **{m: scores[m] for m in ("kid", "precision")},
+                      **{f"{m} 95% CI": f"[{scores[f'{m}_lo']:.3g}, {scores[f'{m}_hi']:.3g}]"
                          for m in ("kid", "precision")}})
     blur_kid = table[0]["kid"]
     for row in table:

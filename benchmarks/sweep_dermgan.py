@@ -143,7 +143,8 @@ def lattice(images: np.ndarray) -> float:
     """Mean |2x2 checker component| (a - b - c + d over each 2x2 block at even offsets): what a 3x3 conv after
     nearest-neighbour up-sampling leaves at the 2 px period."""
     x = _float(images)
-    return float((x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]).abs().mean())
+    checker = x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]
+    return float(checker.abs().mean())
 
 
 def anisotropy(images: np.ndarray) -> float:
@@ -171,19 +172,7 @@ class Fidelity:
                          f"replicates, KID subsets of {cfg.kid_subset_size}, Inception in {cfg.inception_precision}")
 
     def __call__(self, images: np.ndarray, condition: np.ndarray) -> dict:
-        M = self._M
-        results = M.evaluate(self.real, M.ImageSet(images, condition), self.options, metrics=("kid", "precision_recall"))
-        table = M.results_table(results)
-        overall = table[table["group"].isna()].drop_duplicates("metric").set_index("metric")
-        return {key: float(overall.loc[metric, column]) for metric in ("kid", "precision")
-                for key, column in ((metric, "value"), (f"{metric}_lo", "lo"), (f"{metric}_hi", "hi"))}
-
-
-def gaussian_blur(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """05's "blurred real" reference: a Gaussian of `sigma` px over each channel."""
-    from scipy.ndimage import gaussian_filter
-
-    return np.clip(gaussian_filter(images.astype(np.float32), (0, sigma, sigma, 0)), 0, 255).round().astype(np.uint8)
+        return _report.kid_and_precision(self.real, self._M.ImageSet(images, condition), self.options)
 
 
 # ---------------------------------------------------------------------------------------------- one arm
@@ -246,13 +235,17 @@ def flat_maps(test_data, rows: np.ndarray, encoding: str) -> torch.Tensor:
 
 
 def write_grid(path: Path, rows: list[np.ndarray], zoom: int = 4) -> None:
+    grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+    save_png(path, np.repeat(np.repeat(grid, zoom, 0), zoom, 1))
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """Write a PNG atomically (temp file in the same folder, then rename)."""
     from PIL import Image
 
-    grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-    grid = np.repeat(np.repeat(grid, zoom, 0), zoom, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(grid).save(tmp)
+    Image.fromarray(image).save(tmp, optimize=True)
     tmp.replace(path)
 
 
@@ -308,7 +301,7 @@ def main(argv=None) -> None:
     columns = ["arm", "variant", "changes", "l1", "l1_lesion", "hf_ratio", "frame", "frame_at_px", "banding",
                "lattice", "flat_frame", "flat_frame_at_px", "flat_banding", "d_loss", "g_adv", "s_per_step"]
     if fidelity is not None:
-        blurred = fidelity(gaussian_blur(real), np.asarray(test.table["label"])[rows])
+        blurred = fidelity(_report.blurred(real), np.asarray(test.table["label"])[rows])
         notes += (f" Inception KID and precision against {fidelity.settings}; the Gaussian-blurred (sigma 1 px) "
                   f"real test images score KID {blurred['kid']:.4g} [{blurred['kid_lo']:.4g}, {blurred['kid_hi']:.4g}]"
                   f", precision {blurred['precision']:.3g} [{blurred['precision_lo']:.3g}, "
@@ -336,9 +329,7 @@ def compare_grids(folder: Path, arms: list[str], path: Path) -> None:
     grids = [np.asarray(Image.open(folder / f"{arm}.png")) for arm in arms]
     row = grids[0].shape[0] // 4
     rows = [grids[0][:row]] + [g[row:2 * row] for g in grids] + [grids[0][2 * row:3 * row]]
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, optimize=True)
-    tmp.replace(path)
+    save_png(path, np.concatenate(rows, axis=0))
 
 
 if __name__ == "__main__":

@@ -282,8 +282,9 @@ def evaluated_generator(checkpoint_dir: str | Path, device="cpu") -> tuple[nn.Mo
 
     Weights: the EMA of G when the run kept one and its config says eval_weights="ema", else the raw G.
     Normalisation: eval mode (dropout off; instance norm uses the image's own statistics, batch norm its running
-    ones), so an image depends only on its own map and not on the batch it is generated in. Returns (G, metadata) with metadata["evaluation"] recording
-    that choice (weights, normalisation, step); write it into samples/<model>/meta.json.
+    ones), so an image depends only on its own map and not on the batch it is generated in. Returns (G, metadata)
+    with metadata["evaluation"] recording that choice (weights, normalisation, step); write it into
+    samples/<model>/meta.json.
     """
     path = Path(checkpoint_dir) / "generator.pt"
     saved = load_checkpoint(path)

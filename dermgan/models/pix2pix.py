@@ -66,8 +66,7 @@ def _up(kind: str, c_in: int, c_out: int, bias: bool, padding_mode: str = "zeros
         # nearest: Odena et al.'s resize-convolution. bilinear: tried against the 2 px lattice a 3x3 conv leaves on
         # nearest-neighbour 2x2 blocks; it scored a worse Inception KID (benchmarks/results/sweep_dermgan_kid_3000.md)
         return nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest") if kind == "resize" else
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Upsample(scale_factor=2, mode="nearest" if kind == "resize" else "bilinear"),
             nn.Conv2d(c_in, c_out, 3, stride=1, padding=1, bias=bias, padding_mode=padding_mode),
         )
     raise ValueError(f"unknown upsample {kind!r}; use one of {UPSAMPLES}")
