@@ -46,6 +46,52 @@ def one_of(*choices):
     return (lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
 
 
+AUGMENT_POLICIES = ("colour", "translation", "cutout", "dihedral")  # dermgan.diffaugment
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """'translation,cutout' -> ('translation', 'cutout'); '' -> (); an unknown name is an error naming it."""
+    if not isinstance(policy, str):
+        raise ValueError(f"an augmentation policy is a string of names separated by commas, got {policy!r}")
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    unknown = [n for n in names if n not in AUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r} in policy {policy!r}; use names from "
+                         f"{', '.join(AUGMENT_POLICIES)}, separated by commas")
+    if len(set(names)) != len(names):
+        raise ValueError(f"augmentation policy {policy!r} names a transform twice")
+    return names
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """What the training loop adds to a discriminator (dermgan.critic): augmentation of everything it sees and
+    regularisers. Every GAN section inherits these fields (flat, so `-p augment=...` reaches them) and sets its
+    family's defaults; the base values switch everything off."""
+
+    augment: str = ""  # DiffAugment policy, e.g. "translation,cutout"; "" = no augmentation
+    augment_p: float = 1.0  # probability of each transform per image (the starting value when adaptive)
+    ada_target: float = 0.0  # > 0: adapt p so that E[sign(D(real))] stays at this value (ADA: 0.6); 0 = fixed p
+    ada_images: int = 100_000  # images over which p may move from 0 to 1 (ADA: 500k, for far longer runs)
+    ada_interval: int = 4  # steps between adjustments of p
+    r1_gamma: float = 0.0  # R1 weight; 0 = off
+    r1_every: int = 16  # lazy R1: every this many steps, with weight x r1_every
+    lecam_weight: float = 0.0  # 0 = off
+    lecam_decay: float = 0.99  # EMA decay of the LeCam anchors
+
+    SECTION = "critic"  # how errors name the section; each family's section names itself
+
+    def __post_init__(self):
+        parse_policy(self.augment)  # an unknown transform is named
+        below_one = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+        _validate(self, self.SECTION, augment_p=FRACTION, ada_target=below_one, ada_images=AT_LEAST_1,
+                  ada_interval=AT_LEAST_1, r1_gamma=NON_NEGATIVE, r1_every=AT_LEAST_1, lecam_weight=NON_NEGATIVE,
+                  lecam_decay=below_one)
+        if self.ada_target and not self.augment:
+            raise ValueError(f"{self.SECTION}.ada_target adapts the probability of augmentation: name an augment "
+                             "policy too (augment='translation,cutout', ...)")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The embedded synthetic dataset (dermgan.data.synth)."""
@@ -66,8 +112,10 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class DermGANConfig:
+class DermGANConfig(CriticConfig):
     """Pix2Pix / DermGAN training (dermgan.models.pix2pix, dermgan.models.dermgan, dermgan.train)."""
+
+    SECTION = "dermgan"
 
     # Defaults = the cpu profile, sized for notebook 02 in < 15 min on 2 cores (pix2pix + dermgan at 64 px:
     # 0.11 + 0.20 s/step measured with one torch thread; the whole notebook took 8 min).
@@ -119,6 +167,7 @@ class DermGANConfig:
     n_eval: int = 0  # held-out test maps turned into samples.npz (0 = the whole test split)
 
     def __post_init__(self):
+        super().__post_init__()
         _validate(self, "dermgan", base_filters=AT_LEAST_1, steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
                   beta1=FRACTION, decay_start=FRACTION, lambda_l1=NON_NEGATIVE,
                   gan_loss=one_of("vanilla", "lsgan", "hinge"), norm=one_of("batch", "instance", "none"),
@@ -162,8 +211,10 @@ class AugmentationConfig:
 
 
 @dataclass(frozen=True)
-class LesionEditConfig:
+class LesionEditConfig(CriticConfig):
     """Notebook 04 (dermgan.models.lesion_edit, dermgan.models.cyclegan): lesion addition and removal."""
+
+    SECTION = "lesion_edit"
 
     # Defaults = the cpu profile, sized so that notebook 04 (4 methods) takes <= ~15 min on 2 cores.
     base_filters: int = 16  # generator and discriminator width
@@ -185,6 +236,10 @@ class LesionEditConfig:
     log_every: int = 20
     n_eval: int = 0  # held-out test images edited per method (0 = the whole test split)
     classifier_epochs: int = 3  # the small classifier that checks added conditions (~1 min per epoch at cpu)
+    ema_decay: float = 0.0  # EMA of the generators (0 = off); the evaluated generators are the EMA when kept
+
+    def __post_init__(self):
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -210,7 +265,7 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
-class MelanoGANConfig:
+class MelanoGANConfig(CriticConfig):
     """Notebook 03: MelanoGAN baselines (DCGAN, LAPGAN, DDGAN) and Furger's unconditional model
     (dermgan.models.dcgan, lapgan, melanogan). MelanoGANs' known settings (papers.md sec. 2.2, unverified): LSGAN
     (not our default: see gan_loss), 64-d noise, batch 8; everything else is our choice. Furger's values are from their code (sec. 3.3, 3.6)."""
@@ -248,6 +303,12 @@ class MelanoGANConfig:
     checkpoint_every: int = 500
     sample_every: int = 250
     log_every: int = 25
+    ema_decay: float = 0.0  # EMA of the generator (0 = off); samples come from the EMA when kept
+
+    SECTION = "melanogan"
+
+    def __post_init__(self):
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

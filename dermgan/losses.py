@@ -47,6 +47,12 @@ def _g_single(fake: torch.Tensor, mode: str) -> torch.Tensor:
     return -fake.mean()  # hinge
 
 
+def decision_threshold(mode: str) -> float:
+    """D's output between its targets for real and fake: 0 for BCE logits and hinge, 0.5 for LSGAN."""
+    _check_mode(mode)
+    return 0.5 if mode == "lsgan" else 0.0
+
+
 def adversarial_d(real_logits, fake_logits, mode: str = "vanilla") -> torch.Tensor:
     """Discriminator loss 0.5 * (loss on reals + loss on fakes), averaged over scales.
 

@@ -30,6 +30,7 @@ exactly what an uninterrupted run does (bit-identical on the CPU).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -52,6 +53,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from dermgan.critic import Critic, CriticConfig
 from dermgan.runtime import pick_device, progress
 
 CHECKPOINT_FORMAT = "dermgan.train/1"
@@ -81,6 +83,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
+    critic: CriticConfig = CriticConfig()  # augmentation and regularisers of what D sees (dermgan.critic)
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -91,6 +94,20 @@ class TrainConfig:
             raise ValueError(f"decay_start is a fraction of the steps in [0, 1], got {self.decay_start}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+def loop_settings(section, seed: int, device: str = "auto", **overrides) -> TrainConfig:
+    """The loop settings of a profile section (DermGANConfig, MelanoGANConfig, LesionEditConfig): every loop
+    field the section has under the same name, its `lr` for G and D (its `lr_d` for D when set), its critic
+    fields; then `overrides`."""
+    from dermgan.critic import config_from
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "device", "critic", "lr_g", "lr_d"}
+    values = {name: getattr(section, name) for name in names if hasattr(section, name)}
+    values.update(lr_g=section.lr, lr_d=getattr(section, "lr_d", None) or section.lr, seed=seed, device=device,
+                  critic=config_from(section))
+    values.update(overrides)
+    return TrainConfig(**values)
 
 
 @dataclass
@@ -359,7 +376,7 @@ def load_weights(module: nn.Module, state: dict, source, part: str = "model") ->
 
 # Loop settings that decide the trained weights (the others, e.g. log_every or device, may change on resume).
 RESUME_CONFIG_KEYS = ("batch_size", "seed", "steps", "decay_start", "lr_g", "lr_d", "beta1", "beta2",
-                      "ema_decay")
+                      "ema_decay", "critic")
 # Fields of recipe.metadata() that change how a run is logged, sampled, scheduled or evaluated, not what it
 # trains: they may differ on resume. Every other metadata value (variant, loss weights, widths) must match.
 LOOP_ONLY_FIELDS = frozenset({"checkpoint_every", "sample_every", "log_every", "n_sample_images",
@@ -453,6 +470,21 @@ def check_provenance(path: str | os.PathLike, expected: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------
 # Helpers
+
+
+@contextlib.contextmanager
+def initial_weights(seed: int):
+    """Build networks inside this to make `seed` fix their initial weights: torch's global RNG is seeded with it
+    inside and restored afterwards, so building does not disturb any other random stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def generator_weights(saved: dict, use_ema: bool = True) -> dict:
+    """The state dict to evaluate from a generator.pt / last.pt: the EMA of G when the run kept one (and
+    `use_ema`), else the raw G."""
+    return saved["ema"] if use_ema and saved.get("ema") is not None else saved["generator"]
 
 
 def _tree_map(fn, obj):
@@ -675,6 +707,7 @@ def train(
     on_step=None,
     desc: str = "train",
     provenance: dict | None = None,
+    holdout=None,
 ) -> TrainResult:
     """Train `recipe`'s G and D on `dataset` (a map-style torch Dataset of batch-collatable items).
 
@@ -684,145 +717,109 @@ def train(
     `on_step(step_done)` is called after each step (tests use it to simulate a crash).
     `provenance`: plain values saying what the data is (`data_fingerprint`); stored in last.pt and generator.pt
     and compared on resume, so that a checkpoint of other data is refused instead of silently continued.
+    `holdout`: held-out items like the dataset's (the validation split); every `sample_every` steps D's accuracy
+    on held-out real images is logged beside its accuracy on training images (`d_acc_val`, `d_acc_train`): the
+    gap is D memorising its training set.
     """
     world, rank, local_rank, owns_group = _dist_setup()
     try:
         return _train(recipe, dataset, config, Path(checkpoint_dir), log_path, sample_dir, resume, on_step,
-                      desc, world, rank, local_rank, provenance)
+                      desc, world, rank, local_rank, provenance, holdout)
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
-def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sample_dir, resume, on_step, desc,
-           world: int, rank: int, local_rank: int, provenance: dict | None) -> TrainResult:
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    amp = _resolve_amp(cfg.amp, device)
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    channels_last = cfg.channels_last
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
+@dataclass
+class _State:
+    """What a training checkpoint holds besides the RNG streams."""
 
+    G: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: nn.Module | None
+    scaler: torch.amp.GradScaler
+    critic: Critic
+
+
+def _build_state(recipe, cfg: TrainConfig, device: torch.device, world: int) -> _State:
+    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     G: nn.Module = recipe.generator.to(device, memory_format=memory_format)
     D: nn.Module = recipe.discriminator.to(device, memory_format=memory_format)
     if world > 1:  # batch statistics over the global batch, as one process would compute them
         G, D = synchronise_batch_norm(G, device), synchronise_batch_norm(D, device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    critic = Critic(D, cfg.critic, cfg.batch_size // world, device,
+                    colour_channels=getattr(recipe, "d_colour_channels", None),
+                    threshold=getattr(recipe, "d_threshold", 0.0))
+    return _State(
+        G, D,
+        torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
+        torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)),
+        copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None,
+        torch.amp.GradScaler("cuda", enabled=_resolve_amp(cfg.amp, device) == "fp16"),
+        critic,
+    )
 
+
+def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sample_dir, resume, on_step, desc,
+           world: int, rank: int, local_rank: int, provenance: dict | None, holdout) -> TrainResult:
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    autocast = _autocast(device, _resolve_amp(cfg.amp, device))
+    state = _build_state(recipe, cfg, device, world)
     checkpoint_path = checkpoint_dir / "last.pt"
     if rank == 0:
         remove_stale_temps(checkpoint_dir)  # temps of writes a kill interrupted
     run = {"config": _config_record(cfg), "recipe": _metadata(recipe), "provenance": provenance,
            "n_items": len(dataset)}
-    start = 0
     if resume and checkpoint_path.exists():
-        start = _restore(checkpoint_path, run, world, rank, device, G, D, opt_g, opt_d, ema, scaler)
+        start = _restore(checkpoint_path, run, world, rank, device, state)
     else:
-        # Each rank draws its own dropout masks etc., reproducibly.
-        random.seed(cfg.seed + rank)
+        start = 0
+        random.seed(cfg.seed + rank)  # each rank draws its own dropout masks etc., reproducibly
         np.random.seed((cfg.seed + rank) % 2**32)
         torch.manual_seed(cfg.seed + rank)
-
-    G_train, D_train = G, D
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        # DDP broadcasts rank 0's weights at construction, so all ranks start identical.
-        G_train, D_train = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
-    if cfg.compile:
-        G_train, D_train = torch.compile(G_train), torch.compile(D_train)
-
-    batches = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, rank, world)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
-        # its own generator: creating the iterator draws a seed, which must
-        # not advance the global torch RNG (resume exactness)
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    fixed = None
-    if rank == 0 and sample_dir is not None and cfg.sample_every > 0 and hasattr(recipe, "sample_rows"):
-        n = min(cfg.n_sample_images, len(dataset))
-        fixed = torch.utils.data.default_collate([dataset[i] for i in range(n)])
+    G_train, D_train = _wrap(state, cfg, device, world)
+    loader = _loader(dataset, cfg, start, rank, world, device)
+    show = rank == 0 and sample_dir is not None and cfg.sample_every > 0
+    grid = _fixed_batch(dataset, cfg.n_sample_images) if show and hasattr(recipe, "sample_rows") else None
+    probes = {"train": _fixed_batch(dataset, PROBE_IMAGES), "val": _fixed_batch(holdout, PROBE_IMAGES)} \
+        if rank == 0 and holdout is not None and cfg.sample_every > 0 else None
     log = _CsvLog(Path(log_path) if log_path is not None and rank == 0 else None, start)
+    meter = _Meter(device, world, checkpoint_path)
 
-    def autocast():
-        return torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
-
-    sums: dict[str, float] = {}
-    interval_start, run_start, done, count = time.perf_counter(), time.perf_counter(), 0, 0
-    steps_iter = range(start, cfg.steps)
-    if rank == 0:  # one progress bar (silent in batch runs), not one per rank
-        steps_iter = progress(steps_iter, initial=start, total=cfg.steps, desc=desc)
-    for step, batch in zip(steps_iter, loader):
+    run_start, done = time.perf_counter(), 0
+    steps = progress(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc) if rank == 0 \
+        else range(start, cfg.steps)  # one progress bar (silent in batch runs), not one per rank
+    for step, batch in zip(steps, loader):
         factor = lr_factor(step, cfg.steps, cfg.decay_start)
-        for group in opt_g.param_groups:
-            group["lr"] = cfg.lr_g * factor
-        for group in opt_d.param_groups:
-            group["lr"] = cfg.lr_d * factor
-        batch = _to_device(batch, device, channels_last)
+        for optimiser, lr in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
+            for group in optimiser.param_groups:
+                group["lr"] = lr * factor
+        batch = _to_device(batch, device, cfg.channels_last)
+        meter.add(step, _step(recipe, state, G_train, D_train, batch, step, autocast))
+        if state.ema is not None:
+            _ema_update(state.ema, state.G, cfg.ema_decay)
+        done, step_done = done + 1, step + 1
 
-        with autocast():
-            outputs = recipe.generate(G_train, batch)
-        # D step on detached outputs.
-        with autocast():
-            loss_d, logs_d = recipe.d_loss(D_train, batch, _tree_map(torch.Tensor.detach, outputs))
-        opt_d.zero_grad(set_to_none=True)
-        scaler.scale(loss_d).backward()
-        scaler.step(opt_d)
-        # G step through the frozen raw D: no D gradients, no DDP bookkeeping for D.
-        D.requires_grad_(False)
-        try:
-            with autocast():
-                loss_g, logs_g = recipe.g_loss(D, batch, outputs)
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss_g).backward()
-        finally:
-            D.requires_grad_(True)
-        scaler.step(opt_g)
-        scaler.update()
-        if ema is not None:
-            _ema_update(ema, G, cfg.ema_decay)
-
-        # One host sync per step: all loss values at once, which is also the finiteness check.
-        logs = {"loss_d": loss_d, "loss_g": loss_g, **logs_d, **logs_g}
-        values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).cpu()
-        _check_finite(values, logs, step, checkpoint_path, world, device)
-        for name, value in zip(logs, values.tolist()):
-            sums[name] = sums.get(name, 0.0) + value
-        done += 1
-        count += 1
-        step_done = step + 1
-
+        measured = {}
+        if (step_done % cfg.sample_every == 0 if cfg.sample_every else False) or step_done == cfg.steps:
+            if grid is not None:
+                _write_samples(recipe, state.ema or state.G, grid, device, cfg.channels_last, autocast,
+                               Path(sample_dir) / f"step_{step_done:06d}.png")
+            if probes is not None:
+                measured = _probe(recipe, state, probes, device, cfg.channels_last, autocast)
         if step_done % cfg.log_every == 0 or step_done == cfg.steps:
-            now = time.perf_counter()
-            row = {
-                "step": step_done,
-                "lr_g": cfg.lr_g * factor,
-                "sec_per_step": (now - interval_start) / count,
-            }
-            row.update({k: v / count for k, v in sums.items()})
+            row = {"step": step_done, "lr_g": cfg.lr_g * factor, **meter.read(step_done)}
+            if probes is not None:
+                row.update({k: measured.get(k, math.nan) for k in PROBE_COLUMNS})
             log.write(row)
-            sums, interval_start, count = {}, now, 0
-        if fixed is not None and (step_done % cfg.sample_every == 0 or step_done == cfg.steps):
-            _write_samples(
-                recipe,
-                ema if ema is not None else G,
-                fixed,
-                device,
-                channels_last,
-                autocast,
-                Path(sample_dir) / f"step_{step_done:06d}.png",
-            )
         if (cfg.checkpoint_every and step_done % cfg.checkpoint_every == 0) or step_done == cfg.steps:
-            _save(checkpoint_path, step_done, run, world, rank, device, G, D, opt_g, opt_d, ema, scaler)
+            meter.check()  # never save weights a non-finite loss has touched
+            _save(checkpoint_path, step_done, run, world, rank, device, state)
         if on_step is not None:
             on_step(step_done)
 
@@ -831,8 +828,8 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
         final = {
             "format": CHECKPOINT_FORMAT + "/generator",
             "step": cfg.steps,
-            "generator": G.state_dict(),
-            "ema": None if ema is None else ema.state_dict(),
+            "generator": state.G.state_dict(),
+            "ema": None if state.ema is None else state.ema.state_dict(),
             "recipe": run["recipe"],
             "provenance": provenance,
         }
@@ -848,7 +845,140 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
     )
 
 
+def _step(recipe, state: _State, G_train, D_train, batch, step: int, autocast) -> dict[str, torch.Tensor]:
+    """One step: G forward, D step on the detached outputs (plus the critic's regularisers), G step through
+    the frozen raw D (pix2pix order). Returns the step's loss values as device tensors (nothing read here)."""
+    critic, scaler = state.critic, state.scaler
+    with autocast():
+        outputs = recipe.generate(G_train, batch)
+    critic.begin_d_step(step, D_train)
+    with autocast():
+        loss_d, logs_d = recipe.d_loss(critic, batch, _tree_map(torch.Tensor.detach, outputs))
+        penalty, logs_critic = critic.end_d_step()
+    state.opt_d.zero_grad(set_to_none=True)
+    scaler.scale(loss_d + penalty).backward()
+    scaler.step(state.opt_d)
+    # G step through the frozen raw D: no D gradients, no DDP bookkeeping for D.
+    critic.begin_g_step(state.D)
+    state.D.requires_grad_(False)
+    try:
+        with autocast():
+            loss_g, logs_g = recipe.g_loss(critic, batch, outputs)
+        state.opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward()
+    finally:
+        state.D.requires_grad_(True)
+    scaler.step(state.opt_g)
+    scaler.update()
+    return {"loss_d": loss_d, "loss_g": loss_g, **logs_d, **logs_critic, **logs_g}
+
+
+class _Meter:
+    """Loss values summed on the device and read every `log_every` steps, so the loop does not wait for the
+    device each step; the non-finite check runs on the device too, remembering the first step that went bad,
+    and is read with the sums (and before every checkpoint)."""
+
+    def __init__(self, device: torch.device, world: int, checkpoint_path: Path):
+        self.device, self.world, self.checkpoint_path = device, world, checkpoint_path
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.interval_start, self.steps = time.perf_counter(), 0
+
+    def add(self, step: int, logs: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
+        for name, value in zip(logs, values):
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            self.counts[name] = self.counts.get(name, 0) + 1
+        newly_bad = (self.first_bad < 0) & ~torch.isfinite(values).all()
+        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.steps += 1
+
+    def read(self, step_done: int) -> dict[str, float]:
+        """{'sec_per_step', <name>: mean over the interval}; raises NonFiniteLossError if a value went bad."""
+        names = list(self.sums)
+        values = torch.stack([self.sums[n] for n in names] + [self.first_bad.float()]).cpu().tolist() \
+            if names else [float(self.first_bad)]
+        self._raise_if_bad(int(values[-1]), dict(zip(names, values)))
+        now = time.perf_counter()
+        row = {"sec_per_step": (now - self.interval_start) / max(1, self.steps)}
+        row.update({n: v / self.counts[n] for n, v in zip(names, values)})
+        self.sums, self.counts, self.interval_start, self.steps = {}, {}, now, 0
+        return row
+
+    def check(self) -> None:
+        self._raise_if_bad(int(self.first_bad), {n: float(v) for n, v in self.sums.items()})
+
+    def _raise_if_bad(self, first_bad: int, sums: dict[str, float]) -> None:
+        if self.world > 1:  # every rank must stop together, whichever rank saw the bad value
+            flag = torch.tensor([first_bad], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            first_bad = int(flag.item())
+        if first_bad < 0:
+            return
+        names = [f"{name}={value}" for name, value in sums.items() if not math.isfinite(value)]
+        where = (f"the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path.exists()
+                 else "no checkpoint had been written yet")
+        raise NonFiniteLossError(
+            f"non-finite loss at step {first_bad + 1} (0-based step {first_bad}): "
+            f"{', '.join(names) if names else 'on another rank'}. Training stopped without saving it; "
+            f"{where}. Lower the learning rate, check the inputs, or switch amp to 'off'/'bf16'."
+        )
+
+
+PROBE_IMAGES = 64  # real images per probe of D's accuracy (training and held-out)
+PROBE_COLUMNS = ("d_acc_train", "d_acc_val", "d_acc_fake", "d_sign_train", "d_sign_val")
+
+
+def _probe(recipe, state: _State, probes: dict, device, channels_last, autocast) -> dict[str, float]:
+    """D's accuracy on fixed training and held-out real images (and on G's images of the training maps)."""
+    found = {}
+    with autocast():
+        for split, batch in probes.items():
+            result = state.critic.probe(recipe, state.G, _to_device(batch, device, channels_last))
+            found[f"d_acc_{split}"], found[f"d_sign_{split}"] = result["acc_real"], result["sign_real"]
+            if split == "train":
+                found["d_acc_fake"] = result["acc_fake"]
+    return found
+
+
+def _fixed_batch(dataset, n: int):
+    return torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+
+
+def _autocast(device: torch.device, amp: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _wrap(state: _State, cfg: TrainConfig, device: torch.device, world: int):
+    """(G, D) as the step runs them: DDP-wrapped over several ranks, compiled when asked."""
+    G, D = state.G, state.D
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        # DDP broadcasts rank 0's weights at construction, so all ranks start identical.
+        G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if cfg.compile:
+        G, D = torch.compile(G), torch.compile(D)
+    return G, D
+
+
+def _loader(dataset, cfg: TrainConfig, start: int, rank: int, world: int, device: torch.device):
+    batches = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, rank, world)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+        # its own generator: creating the iterator draws a seed, which must not advance the global torch RNG
+        # (resume exactness)
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for every parameter; buffers (batch-norm statistics) copied."""
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
             e.lerp_(p.detach(), 1.0 - decay)
@@ -856,55 +986,34 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.copy_(b)
 
 
-def _check_finite(
-    values: torch.Tensor, logs: dict, step: int, checkpoint_path: Path, world: int, device: torch.device
-) -> None:
-    bad = ~torch.isfinite(values)
-    flag = torch.tensor([float(bad.any())], device=device if device.type == "cuda" else "cpu")
-    if world > 1:  # every rank must stop together, whichever rank saw the bad value
-        dist.all_reduce(flag)
-    if flag.item() == 0:
-        return
-    names = [f"{name}={value}" for (name, value), b in zip(zip(logs, values.tolist()), bad.tolist()) if b]
-    where = (
-        f"the last good checkpoint is {checkpoint_path}"
-        if checkpoint_path.exists()
-        else "no checkpoint had been written yet"
-    )
-    raise NonFiniteLossError(
-        f"non-finite loss at step {step + 1} (0-based step {step}): "
-        f"{', '.join(names) if names else 'on another rank'}. Training stopped without saving this step; "
-        f"{where}. Lower the learning rate, check the inputs, or switch amp to 'off'/'bf16'."
-    )
-
-
 def _metadata(recipe) -> dict:
     return dict(recipe.metadata()) if hasattr(recipe, "metadata") else {}
 
 
 def _config_record(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items()}
+    return dataclasses.asdict(cfg)
 
 
-def _save(path: Path, step: int, run: dict, world, rank, device, G, D, opt_g, opt_d, ema, scaler) -> None:
-    state = rng_state(device)
+def _save(path: Path, step: int, run: dict, world, rank, device, state: _State) -> None:
+    rng = rng_state(device)
     if world > 1:  # every rank's RNG state, so each rank resumes its own random stream
         states = [None] * world
-        dist.all_gather_object(states, state)
+        dist.all_gather_object(states, rng)
     else:
-        states = [state]
+        states = [rng]
     if rank == 0:
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "step": step,
             "world_size": world,
             **run,  # config, recipe metadata, provenance, n_items: what _check_same_run compares
-            "generator": G.state_dict(),
-            "discriminator": D.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(),
-            "ema": None if ema is None else ema.state_dict(),
-            "scaler": scaler.state_dict(),
+            "generator": state.G.state_dict(),
+            "discriminator": state.D.state_dict(),
+            "opt_g": state.opt_g.state_dict(),
+            "opt_d": state.opt_d.state_dict(),
+            "ema": None if state.ema is None else state.ema.state_dict(),
+            "scaler": state.scaler.state_dict(),
+            "critic": state.critic.state_dict(),
             "rng": states,
         }
         save_atomic(checkpoint, path)
@@ -912,7 +1021,7 @@ def _save(path: Path, step: int, run: dict, world, rank, device, G, D, opt_g, op
         dist.barrier()
 
 
-def _restore(path: Path, run: dict, world, rank, device, G, D, opt_g, opt_d, ema, scaler) -> int:
+def _restore(path: Path, run: dict, world, rank, device, state: _State) -> int:
     checkpoint = load_training_checkpoint(path)
     _check_same_run(path, checkpoint, run)
     if checkpoint["world_size"] != world:
@@ -920,18 +1029,19 @@ def _restore(path: Path, run: dict, world, rank, device, G, D, opt_g, opt_d, ema
             f"{path} was written by {checkpoint['world_size']} processes, this run has {world}; "
             "per-rank RNG streams cannot be matched"
         )
-    if (checkpoint["ema"] is None) != (ema is None):
+    if (checkpoint["ema"] is None) != (state.ema is None):
         raise CheckpointError(
             f"{path}: EMA {'present' if checkpoint['ema'] is not None else 'absent'} in the "
             "checkpoint but not in this run's config (ema_decay)"
         )
-    load_weights(G, checkpoint["generator"], path, "generator")
-    load_weights(D, checkpoint["discriminator"], path, "discriminator")
-    opt_g.load_state_dict(checkpoint["opt_g"])
-    opt_d.load_state_dict(checkpoint["opt_d"])
-    if ema is not None:
-        load_weights(ema, checkpoint["ema"], path, "EMA generator")
-    scaler.load_state_dict(checkpoint["scaler"])
+    load_weights(state.G, checkpoint["generator"], path, "generator")
+    load_weights(state.D, checkpoint["discriminator"], path, "discriminator")
+    state.opt_g.load_state_dict(checkpoint["opt_g"])
+    state.opt_d.load_state_dict(checkpoint["opt_d"])
+    if state.ema is not None:
+        load_weights(state.ema, checkpoint["ema"], path, "EMA generator")
+    state.scaler.load_state_dict(checkpoint["scaler"])
+    state.critic.load_state_dict(checkpoint["critic"])
     set_rng_state(checkpoint["rng"][rank], device)
     return int(checkpoint["step"])
 

@@ -9,6 +9,7 @@ import torch
 
 from dermgan import losses
 from dermgan.config import PROFILES
+from dermgan.critic import Critic
 from dermgan.data.dataset import make_synthetic
 from dermgan.editing import add_lesion, remove_lesion
 from dermgan.models import lesion_edit as le
@@ -116,7 +117,7 @@ def test_cycle_and_identity_losses_of_identity_generators_are_zero(data):
     recipe.generator = le.EditorPair({"add": KeepImage(), "remove": KeepImage()})
     batch = _batch(data)
     out = recipe.generate(recipe.generator, batch)
-    _, logs = recipe.g_loss(recipe.discriminator, batch, out)
+    _, logs = recipe.g_loss(Critic.plain(recipe.discriminator), batch, out)
     assert logs["g_cycle"].item() == 0.0 and logs["g_identity"].item() == 0.0
     assert logs["outside_change"].item() == 0.0
     assert losses.cycle_loss(batch["healthy"], batch["lesion"]).item() > 0  # not zero for any pair
@@ -150,7 +151,7 @@ def test_without_twins_the_healthy_examples_mask_only_healthy_skin(data):
     with pytest.raises(ValueError, match="ground truth"):
         recipe = le.MaskGuidedRecipe(SMOKE, 32, len(real.classes), paired=True, directions=("remove",))
         batch = torch.utils.data.default_collate([dataset[i] for i in range(4)])
-        recipe.g_loss(recipe.discriminator, batch, recipe.generate(recipe.generator, batch))
+        recipe.g_loss(Critic.plain(recipe.discriminator), batch, recipe.generate(recipe.generator, batch))
 
 
 # -- training ------------------------------------------------------------------------------------------------

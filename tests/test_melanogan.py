@@ -11,6 +11,7 @@ import torch.nn as nn
 import dermgan.runtime
 import dermgan.train
 from dermgan.config import MelanoGANConfig
+from dermgan.critic import Critic
 from dermgan.data.dataset import make_synthetic
 from dermgan.models import lapgan as lp
 from dermgan.models import melanogan as mg
@@ -101,7 +102,8 @@ def test_shapes_and_parameter_counts(size):
             assert shapes == [(n, 3, size, size)]
         else:
             assert shapes == [(n, 3, s, s) for s in level_sizes]
-        logits = recipe._judge(recipe.discriminator, recipe._fake_inputs(real, outputs))
+        inputs = recipe._fake_inputs(real, outputs)
+        logits = recipe._judge_pair(Critic.plain(recipe.discriminator), inputs, inputs)[1]
         assert [tuple(x.shape) for x in logits] == [(n,)] * len(shapes)
         assert mg.sample_images(recipe.generator, 1, seed=0).shape == (1, size, size, 3)
 

@@ -9,6 +9,7 @@ import torch
 
 from dermgan import losses
 from dermgan.config import PROFILES, DermGANConfig
+from dermgan.critic import Critic
 from dermgan.models import dermgan as dg
 from dermgan.models.pix2pix import (
     MultiScaleDiscriminator,
@@ -166,8 +167,8 @@ def test_recipe_losses_are_finite_and_backpropagate(name):
         torch.tensor([0, 3]),
     )
     fake = recipe.generate(recipe.generator, batch)
-    loss_d, logs_d = recipe.d_loss(recipe.discriminator, batch, fake.detach())
-    loss_g, logs_g = recipe.g_loss(recipe.discriminator, batch, fake)
+    loss_d, logs_d = recipe.d_loss(Critic.plain(recipe.discriminator), batch, fake.detach())
+    loss_g, logs_g = recipe.g_loss(Critic.plain(recipe.discriminator), batch, fake)
     assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
     loss_g.backward()
     assert all(p.grad is not None for p in recipe.generator.parameters())

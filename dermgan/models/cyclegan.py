@@ -23,13 +23,7 @@ import torch.nn as nn
 from dermgan import losses
 from dermgan.config import LesionEditConfig
 from dermgan.imageops import to_uint8
-from dermgan.models.lesion_edit import (
-    EditorPair,
-    add_input,
-    add_channels,
-    remove_channels,
-    remove_input,
-)
+from dermgan.models.edit_inputs import EditorPair, add_channels, add_input, remove_channels, remove_input
 from dermgan.models.pix2pix import PatchDiscriminator, _norm, count_parameters, init_weights
 
 
@@ -83,6 +77,11 @@ class CycleGANRecipe:
     """Batches are dicts from `dermgan.models.lesion_edit.EditDataset` (the paired fields are never read)."""
 
     method = "cyclegan"
+    d_colour_channels = slice(0, 3)  # D sees concat(image, [mask], [condition planes]): recolour the image only
+
+    @property
+    def d_threshold(self) -> float:
+        return losses.decision_threshold(self.cfg.gan_loss)
 
     def __init__(self, cfg: LesionEditConfig, image_size: int, n_conditions: int, use_mask: bool):
         self.cfg, self.image_size, self.n_conditions, self.use_mask = cfg, image_size, n_conditions, use_mask
@@ -126,19 +125,19 @@ class CycleGANRecipe:
              remove_input(out["remove"], batch["lesion_mask"], self.use_mask)),
         ]
 
-    def d_loss(self, D, batch, out):
+    def d_loss(self, critic, batch, out):
         logs, total = {}, 0.0
         for domain, real, fake in self._d_inputs(batch, out):
-            loss = losses.adversarial_d(D(domain, real), D(domain, fake), self.cfg.gan_loss)
+            loss = losses.adversarial_d(*critic.pair(real, fake, domain), self.cfg.gan_loss)
             logs[f"d_{domain}"] = loss
             total = total + loss
         return total, logs
 
-    def g_loss(self, D, batch, out):
+    def g_loss(self, critic, batch, out):
         cfg = self.cfg
         logs = {}
         for domain, _, fake in self._d_inputs(batch, out):
-            logs[f"g_adv_{domain}"] = losses.adversarial_g(D(domain, fake), cfg.gan_loss)
+            logs[f"g_adv_{domain}"] = losses.adversarial_g(critic.fake(fake, domain), cfg.gan_loss)
         logs["g_cycle"] = losses.cycle_loss(batch["healthy"], out["add_back"]) + \
             losses.cycle_loss(batch["lesion"], out["remove_back"])
         total = logs["g_adv_lesion"] + logs["g_adv_healthy"] + cfg.lambda_cycle * logs["g_cycle"]

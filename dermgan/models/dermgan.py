@@ -33,7 +33,7 @@ from dermgan.data.conditions import N_CONDITIONS
 from dermgan.data.semantic import n_channels, render_maps
 from dermgan.imageops import to_uint8
 from dermgan.models.pix2pix import MultiScaleDiscriminator, UNetGenerator, count_parameters
-from dermgan.train import TrainConfig, load_checkpoint
+from dermgan.train import TrainConfig, generator_weights, initial_weights, load_checkpoint, loop_settings
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,10 @@ def variants(cfg: DermGANConfig, ablation: bool | None = None) -> dict[str, Vari
 
 
 class Pix2PixRecipe:
-    """Batches are (map, image, lesion_mask, condition) from `dermgan.data.semantic.MapDataset`."""
+    """Batches are (map, image, lesion_mask, condition) from `dermgan.data.semantic.MapDataset`. D judges
+    concat(map, image) through the loop's critic (dermgan.critic), which may augment and regularise it."""
 
+    d_colour_channels = slice(-3, None)  # only the image is recoloured by augmentation, never the map
     def __init__(
         self, variant: Variant, cfg: DermGANConfig, image_size: int, n_conditions: int = N_CONDITIONS
     ):
@@ -114,20 +116,26 @@ class Pix2PixRecipe:
             map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.d_norm or cfg.norm, variant.n_scales, image_size
         )
 
+    @property
+    def d_threshold(self) -> float:
+        return losses.decision_threshold(self.cfg.gan_loss)
+
     # -- what the training loop calls
     def generate(self, G: nn.Module, batch):
         return G(batch[0])
 
-    def d_loss(self, D, batch, fake):
+    def d_loss(self, critic, batch, fake):
         semantic, real = batch[0], batch[1]
-        real_out = D(torch.cat([semantic, real], 1))
-        fake_out = D(torch.cat([semantic, fake], 1))
+        real_out, fake_out = critic.pair(torch.cat([semantic, real], 1), torch.cat([semantic, fake], 1))
         loss = losses.adversarial_d([f[-1] for f in real_out], [f[-1] for f in fake_out], self.cfg.gan_loss)
         return loss, {"d_adv": loss}
 
-    def g_loss(self, D, batch, fake):
+    def g_loss(self, critic, batch, fake):
         semantic, real, lesion = batch[0], batch[1], batch[2]
-        fake_out = D(torch.cat([semantic, fake], 1))
+        if self.variant.lambda_fm:  # real and generated through the same augmentation: features line up
+            real_out, fake_out = critic.pair(torch.cat([semantic, real], 1), torch.cat([semantic, fake], 1))
+        else:
+            fake_out = critic.fake(torch.cat([semantic, fake], 1))
         adv = losses.adversarial_g([f[-1] for f in fake_out], self.cfg.gan_loss)
         l1 = losses.l1(fake, real)
         logs = {"g_adv": adv, "g_l1": l1}
@@ -137,9 +145,7 @@ class Pix2PixRecipe:
             total = total + self.variant.lambda_lesion * lesion_l1
             logs["g_lesion_l1"] = lesion_l1
         if self.variant.lambda_fm:
-            with torch.no_grad():
-                real_out = D(torch.cat([semantic, real], 1))
-            fm = losses.feature_matching(real_out, fake_out)
+            fm = losses.feature_matching(real_out, fake_out)  # the real features are constants
             total = total + self.variant.lambda_fm * fm
             logs["g_fm"] = fm
         return total, logs
@@ -177,23 +183,7 @@ def build(name: str, cfg: DermGANConfig, image_size: int, n_conditions: int = N_
 
 def train_config(cfg: DermGANConfig, seed: int = 0, device: str = "auto") -> TrainConfig:
     """The loop settings of a DermGANConfig."""
-    return TrainConfig(
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr_g=cfg.lr,
-        lr_d=cfg.lr if cfg.lr_d is None else cfg.lr_d,
-        beta1=cfg.beta1,
-        decay_start=cfg.decay_start,
-        ema_decay=cfg.ema_decay,
-        amp=cfg.amp,
-        compile=cfg.compile,
-        checkpoint_every=cfg.checkpoint_every,
-        sample_every=cfg.sample_every,
-        log_every=cfg.log_every,
-        seed=seed,
-        num_workers=cfg.num_workers,
-        device=device,
-    )
+    return loop_settings(cfg, seed, device)
 
 
 def run_name(variant: str, seed: int) -> str:
@@ -238,7 +228,8 @@ def train_variant(
     cfg = ctx.profile.dermgan
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
-    recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
+    with initial_weights(seed):
+        recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
     folder = ctx.run_dir / "checkpoints" / run
     dataset = training_dataset(train_data, recipe, cfg.steps, seed)
     result = train(
@@ -270,7 +261,7 @@ def load_generator(checkpoint_dir: str | Path, use_ema: bool = True, device="cpu
     cfg = DermGANConfig(**meta["dermgan_config"])
     recipe = Pix2PixRecipe(variant, cfg, meta["image_size"], meta["n_conditions"])
     G = recipe.generator
-    G.load_state_dict(saved["ema"] if use_ema and saved.get("ema") is not None else saved["generator"])
+    G.load_state_dict(generator_weights(saved, use_ema))
     return G.to(device).eval(), meta
 
 

@@ -24,60 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from dermgan import losses
 from dermgan.config import LesionEditConfig
 from dermgan.imageops import to_model, to_uint8
+from dermgan.models.cyclegan import CycleGANRecipe
+from dermgan.models.edit_inputs import EditorPair, add_channels, add_input, remove_channels, remove_input
 from dermgan.models.pix2pix import PatchDiscriminator, UNetGenerator, count_parameters
-from dermgan.train import TrainConfig, load_checkpoint
+from dermgan.train import TrainConfig, generator_weights, initial_weights, load_checkpoint, loop_settings
 
 METHODS = ("masked", "masked-paired", "cyclegan", "cyclegan-mask")
 REAL_DATA_METHODS = ("masked-remove",)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Inputs
-
-
-def add_channels(n_conditions: int, use_mask: bool = True) -> int:
-    return 3 + int(use_mask) + n_conditions
-
-
-def remove_channels(use_mask: bool = True) -> int:
-    return 3 + int(use_mask)
-
-
-def condition_planes(condition: torch.Tensor, n_conditions: int, like: torch.Tensor) -> torch.Tensor:
-    """One constant one-hot plane per condition: (N,) int -> (N, n_conditions, H, W) like `like`."""
-    onehot = F.one_hot(condition.long(), n_conditions).to(like.dtype)
-    return onehot[:, :, None, None].expand(-1, -1, *like.shape[2:])
-
-
-def add_input(image, mask, condition, n_conditions: int, use_mask: bool = True) -> torch.Tensor:
-    """concat(image, [mask], condition planes): what G["add"] and D["lesion"] see."""
-    parts = [image, mask] if use_mask else [image]
-    return torch.cat(parts + [condition_planes(condition, n_conditions, image)], 1)
-
-
-def remove_input(image, mask, use_mask: bool = True) -> torch.Tensor:
-    """concat(image, [mask]): what G["remove"] and D["healthy"] see."""
-    return torch.cat([image, mask], 1) if use_mask else image
-
-
-class EditorPair(nn.Module):
-    """Named networks called as module(name, x), so the training loop (and DDP) sees one module."""
-
-    def __init__(self, networks: dict[str, nn.Module]):
-        super().__init__()
-        self.nets = nn.ModuleDict(networks)
-
-    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.nets[name](x)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.nets
 
 
 def partners(n: int, seed: int) -> np.ndarray:
@@ -141,6 +98,11 @@ class MaskGuidedRecipe:
     pix2pix, like their SkipResidual nets) that see image + mask (+ condition planes for addition)."""
 
     method = "masked"
+    d_colour_channels = slice(0, 3)  # D sees concat(image, mask, [condition planes]): recolour the image only
+
+    @property
+    def d_threshold(self) -> float:
+        return losses.decision_threshold(self.cfg.gan_loss)
 
     def __init__(self, cfg: LesionEditConfig, image_size: int, n_conditions: int, paired: bool,
                  directions: tuple[str, ...] = ("add", "remove")):
@@ -183,18 +145,18 @@ class MaskGuidedRecipe:
                          "remove", batch["lesion"], batch["lesion_mask"], "paired_healthy"))
         return rows
 
-    def d_loss(self, D, batch, out):
+    def d_loss(self, critic, batch, out):
         logs, total = {}, 0.0
         for domain, real, fake, *_ in self._d_inputs(batch, out):
-            loss = losses.adversarial_d(D(domain, real), D(domain, fake), self.cfg.gan_loss)
+            loss = losses.adversarial_d(*critic.pair(real, fake, domain), self.cfg.gan_loss)
             logs[f"d_{domain}"] = loss
             total = total + loss
         return total, logs
 
-    def g_loss(self, D, batch, out):
+    def g_loss(self, critic, batch, out):
         cfg, logs, total = self.cfg, {}, 0.0
         for domain, _, fake, direction, source, mask, truth in self._d_inputs(batch, out):
-            adv = losses.adversarial_g(D(domain, fake), cfg.gan_loss)
+            adv = losses.adversarial_g(critic.fake(fake, domain), cfg.gan_loss)
             keep = losses.relevancy_loss(out[direction], source, mask)
             logs[f"g_adv_{domain}"], logs[f"g_relevancy_{direction}"] = adv, keep
             total = total + adv + cfg.lambda_relevancy * keep
@@ -232,8 +194,6 @@ class MaskGuidedRecipe:
 
 def build(name: str, cfg: LesionEditConfig, image_size: int, n_conditions: int):
     """The recipe of a named method (METHODS, or REAL_DATA_METHODS for data without healthy twins)."""
-    from dermgan.models.cyclegan import CycleGANRecipe
-
     if name == "masked":
         return MaskGuidedRecipe(cfg, image_size, n_conditions, paired=False)
     if name == "masked-paired":
@@ -252,9 +212,7 @@ def methods_for(data) -> tuple[str, ...]:
 
 
 def train_config(cfg: LesionEditConfig, seed: int = 0, device: str = "auto") -> TrainConfig:
-    return TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr_g=cfg.lr, lr_d=cfg.lr, beta1=cfg.beta1,
-                       decay_start=cfg.decay_start, checkpoint_every=cfg.checkpoint_every,
-                       sample_every=cfg.sample_every, log_every=cfg.log_every, seed=seed, device=device)
+    return loop_settings(cfg, seed, device)
 
 
 def run_key(cfg: LesionEditConfig, data) -> str:
@@ -277,7 +235,8 @@ def train_method(name: str, ctx, train_data, resume: bool = True):
     from dermgan.train import train
 
     cfg = ctx.profile.lesion_edit
-    recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
+    with initial_weights(ctx.seed):
+        recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
     folder = ctx.run_dir / "checkpoints" / "lesion_edit" / run_key(cfg, train_data) / name
     result = train(recipe, EditDataset(train_data, ctx.seed), train_config(cfg, ctx.seed, str(ctx.device)),
                    folder, ctx.path("logs", f"lesion_edit_{name}.csv"), folder / "grids", resume=resume,
@@ -297,10 +256,8 @@ def load_editor(checkpoint_dir: str | Path, device="cpu"):
         recipe = MaskGuidedRecipe(cfg, meta["image_size"], meta["n_conditions"], meta["paired"],
                                   tuple(meta["directions"]))
     else:
-        from dermgan.models.cyclegan import CycleGANRecipe
-
         recipe = CycleGANRecipe(cfg, meta["image_size"], meta["n_conditions"], meta["use_mask"])
-    recipe.generator.load_state_dict(saved["generator"])
+    recipe.generator.load_state_dict(generator_weights(saved))  # the EMA when the run kept one
     recipe.generator.to(device).eval()
     return recipe
 

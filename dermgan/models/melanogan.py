@@ -36,7 +36,8 @@ from dermgan.imageops import to_model, to_uint8
 from dermgan.models import lapgan as lp
 from dermgan.models.dcgan import DCGANDiscriminator, DCGANGenerator, FurgerDiscriminator, FurgerGenerator
 from dermgan.models.pix2pix import count_parameters
-from dermgan.train import CheckpointError, TrainConfig, load_checkpoint, load_training_checkpoint
+from dermgan.train import (CheckpointError, TrainConfig, generator_weights, initial_weights, load_checkpoint,
+                           load_training_checkpoint, loop_settings)
 
 KINDS = ("dcgan", "lapgan", "ddgan-upsample", "ddgan-deconv", "furger-dcgan")
 MELANOMA_KINDS = ("dcgan", "lapgan", "ddgan-upsample", "ddgan-deconv")
@@ -133,8 +134,19 @@ class NoiseGANRecipe:
             return [outputs[0]] + [torch.cat([h, lp.up(g)], 1) for h, g in zip(outputs[1:], pyramid)]
         return outputs
 
-    def _judge(self, D, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return D(inputs) if self.kind in ("lapgan", "ddgan-upsample", "ddgan-deconv") else [D(inputs[0])]
+    @property
+    def d_threshold(self) -> float:
+        return losses.decision_threshold("vanilla" if self.kind == "furger-dcgan" else self.cfg.gan_loss)
+
+    def _multi_level(self) -> bool:
+        return self.kind in ("lapgan", "ddgan-upsample", "ddgan-deconv")
+
+    def _judge_pair(self, critic, real: list[torch.Tensor], fake: list[torch.Tensor]):
+        """D's outputs on real and generated inputs, one list entry per level (one for single-scale D)."""
+        if self._multi_level():
+            return critic.pair(real, fake)
+        real_out, fake_out = critic.pair(real[0], fake[0])
+        return [real_out], [fake_out]
 
     # -- what the training loop calls
     def generate(self, G: nn.Module, batch: torch.Tensor) -> list[torch.Tensor]:
@@ -146,17 +158,17 @@ class NoiseGANRecipe:
             return G(noises)
         return [G(noises[0])]
 
-    def d_loss(self, D, batch, outputs):
-        real = self._judge(D, self._real_inputs(batch))
-        fake = self._judge(D, self._fake_inputs(batch, outputs))
+    def d_loss(self, critic, batch, outputs):
+        real, fake = self._judge_pair(critic, self._real_inputs(batch), self._fake_inputs(batch, outputs))
         if self.kind == "furger-dcgan":
             loss = smoothed_bce_d(real[0], fake[0], self.cfg.label_smoothing)
         else:
             loss = losses.adversarial_d(real, fake, self.cfg.gan_loss)  # mean over levels
         return loss, {"d_adv": loss}
 
-    def g_loss(self, D, batch, outputs):
-        fake = self._judge(D, self._fake_inputs(batch, outputs))
+    def g_loss(self, critic, batch, outputs):
+        inputs = self._fake_inputs(batch, outputs)
+        fake = critic.fake(inputs) if self._multi_level() else [critic.fake(inputs[0])]
         mode = "vanilla" if self.kind == "furger-dcgan" else self.cfg.gan_loss
         loss = losses.adversarial_g(fake, mode)
         return loss, {"g_adv": loss}
@@ -221,13 +233,9 @@ def training_images(name: str, train_data) -> np.ndarray:
 
 
 def train_config(name: str, cfg: MelanoGANConfig, seed: int = 0, device: str = "auto") -> TrainConfig:
-    furger = parse_model(name).kind == "furger-dcgan"
-    return TrainConfig(
-        steps=cfg.steps, batch_size=cfg.batch_size,
-        lr_g=cfg.furger_lr if furger else cfg.lr, lr_d=cfg.furger_lr if furger else cfg.lr,
-        beta1=cfg.furger_beta1 if furger else cfg.beta1, decay_start=cfg.decay_start, amp=cfg.amp,
-        compile=cfg.compile, checkpoint_every=cfg.checkpoint_every, sample_every=cfg.sample_every,
-        log_every=cfg.log_every, seed=seed, num_workers=cfg.num_workers, device=device)
+    if parse_model(name).kind != "furger-dcgan":
+        return loop_settings(cfg, seed, device)
+    return loop_settings(cfg, seed, device, lr_g=cfg.furger_lr, lr_d=cfg.furger_lr, beta1=cfg.furger_beta1)
 
 
 def check_resumable(checkpoint_path, recipe: NoiseGANRecipe) -> None:
@@ -256,7 +264,8 @@ def train_model(name: str, ctx, train_data, resume: bool = True):
     if len(images) < cfg.batch_size:
         raise ValueError(f"{name}: {len(images)} training images in {train_data.name}, fewer than one batch "
                          f"of {cfg.batch_size}; lower batch_size or use more data")
-    recipe = build(name, cfg, train_data.image_size)
+    with initial_weights(ctx.seed):
+        recipe = build(name, cfg, train_data.image_size)
     recipe.data_record = {"dataset": train_data.name, "n_images": len(images), "sha1": data_hash(images)}
     folder = ctx.run_dir / "checkpoints" / name
     if resume:
@@ -309,7 +318,7 @@ def load_generator(checkpoint_dir, device="cpu") -> tuple[nn.Module, dict]:
         raise ValueError(f"{path} is not a generator file of a dermgan.models.melanogan model")
     meta = saved["recipe"]
     G, _ = build_networks(meta["kind"], MelanoGANConfig(**meta["melanogan_config"]), meta["image_size"])
-    G.load_state_dict(saved["generator"])
+    G.load_state_dict(generator_weights(saved))  # the EMA of G when the run kept one
     return G.to(device).eval(), meta
 
 
