@@ -291,14 +291,23 @@ def test_sampling_is_deterministic_per_seed_and_independent_of_batching(kind):
     assert len({img.tobytes() for img in a}) == 5  # different images within a seed
 
 
-def test_samples_file_for_05_and_07(tmp_path, skin):
-    ctx = _ctx(tmp_path)
-    G = mg.build("ddgan-upsample", ctx.profile.melanogan, 32).generator
-    path = mg.write_model_samples(ctx, "ddgan-upsample-melanoma", G, 6, skin.classes, {"steps": 0})
+def test_samples_file_for_05_and_07_comes_from_the_ema(tmp_path, skin):
+    ctx = _ctx(tmp_path, steps=2, batch_size=2, checkpoint_every=0, sample_every=0, ema_decay=0.5)
+    for name in ("ddgan-upsample-melanoma", "ddgan-upsample"):
+        mg.train_model(name, ctx, skin.split("train"))
+    images = mg.write_model_samples(ctx, "ddgan-upsample-melanoma", 6, skin.classes, {"steps": 2})
+    path = tmp_path / "samples" / "ddgan-upsample-melanoma" / "samples.npz"
     with np.load(path) as npz:
         assert npz["images"].shape == (6, 32, 32, 3) and npz["images"].dtype == np.uint8
+        assert np.array_equal(npz["images"], images)
         assert (npz["condition"] == skin.classes.index("melanoma")).all()
         assert (npz["fitzpatrick"] == -1).all() and (npz["source_index"] == -1).all()
-    path = mg.write_model_samples(ctx, "ddgan-upsample", G, 6, skin.classes, {"steps": 0})
-    with np.load(path) as npz:
+    # the evaluated generator is the EMA, not the raw G
+    saved = dermgan.train.load_checkpoint(tmp_path / "checkpoints" / "ddgan-upsample-melanoma" / "generator.pt")
+    G, meta = mg.load_generator(tmp_path / "checkpoints" / "ddgan-upsample-melanoma")
+    assert meta["weights"] == "ema"
+    assert all(torch.equal(G.state_dict()[k], v) for k, v in saved["ema"].items())
+    assert any(not torch.equal(saved["ema"][k], v) for k, v in saved["generator"].items())
+    mg.write_model_samples(ctx, "ddgan-upsample", 6, skin.classes, {"steps": 2})
+    with np.load(tmp_path / "samples" / "ddgan-upsample" / "samples.npz") as npz:
         assert (npz["condition"] == -1).all()

@@ -655,3 +655,14 @@ def test_fid_infinity_of_sets_too_small_for_a_fit_is_nan_with_the_reason():
     options = MetricOptions(store=FeatureStore(get_extractor("pixel-stats")), n_bootstrap=5)
     [result] = fid_infinity_metric(small, small, options)
     assert np.isnan(result.value) and "distinct subset sizes" in result.extra["note"]
+
+
+def test_diversity_is_the_mean_pairwise_distance_and_flags_a_collapsed_set():
+    from dermgan.metrics import COLLAPSE_RATIO, diversity, diversity_ratio
+
+    points = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0]])  # distances 5, 8, 5
+    assert diversity(points) == pytest.approx(6.0)
+    real = np.random.default_rng(0).normal(size=(50, 4))
+    assert diversity_ratio(real, real) == pytest.approx(1.0)
+    collapsed = np.repeat(real[:1], 50, axis=0) + 0.01 * np.random.default_rng(1).normal(size=(50, 4))
+    assert diversity_ratio(real, collapsed) < COLLAPSE_RATIO < diversity_ratio(real, real[::-1])

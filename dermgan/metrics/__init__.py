@@ -10,8 +10,9 @@ Typical use::
 """
 
 from dermgan.metrics.core import ImageSet, MetricOptions, MetricResult, as_image_set, percentile_interval
-from dermgan.metrics.distribution import (fid, fid_from_features, fid_from_grams, fid_infinity, kid,
-                                          kid_from_features, precision_recall, precision_recall_from_features)
+from dermgan.metrics.distribution import (COLLAPSE_RATIO, diversity, diversity_ratio, fid, fid_from_features,
+                                          fid_from_grams, fid_infinity, kid, kid_from_features, precision_recall,
+                                          precision_recall_from_features)
 from dermgan.metrics.evaluate import (FEATURE_METRICS, SET_METRICS, breakdown, compute, evaluate, nan_result,
                                       results_table)
 from dermgan.metrics.features import (EXTRACTORS, INCEPTION_ENV, INCEPTION_SHA256, DomainExtractor, FeatureStore,
@@ -25,7 +26,7 @@ from dermgan.metrics.similarity import msssim_config, pairwise_msssim, pairwise_
 
 __all__ = [
     "ImageSet", "MetricOptions", "MetricResult", "as_image_set", "percentile_interval",
-    "fid", "fid_from_features", "fid_from_grams", "fid_infinity", "kid", "kid_from_features", "precision_recall",
+    "COLLAPSE_RATIO", "diversity", "diversity_ratio", "fid", "fid_from_features", "fid_from_grams", "fid_infinity", "kid", "kid_from_features", "precision_recall",
     "precision_recall_from_features",
     "FEATURE_METRICS", "SET_METRICS", "breakdown", "compute", "evaluate", "nan_result", "results_table",
     "EXTRACTORS", "INCEPTION_ENV", "INCEPTION_SHA256", "DomainExtractor", "FeatureStore", "InceptionExtractor",

@@ -291,3 +291,26 @@ def precision_recall(real_features: np.ndarray, generated_features: np.ndarray, 
     return (result_with_interval("precision", precision_value, precision_reps, n_r, n_g, options, extractor,
                                  **common),
             result_with_interval("recall", recall_value, recall_reps, n_r, n_g, options, extractor, **common))
+
+
+# ---------------------------------------------------------------------------------------------- diversity
+
+# A model whose images vary less than half as much as real images, in the same features, is collapsed: declared
+# before any model was scored (notebook 03 flags it; benchmarks/sweep_gan.py reports the ratio).
+COLLAPSE_RATIO = 0.5
+
+
+def diversity(features: np.ndarray) -> float:
+    """Mean Euclidean distance between two different images of a set, in feature space."""
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float64))
+    if len(x) < 2:
+        raise ValueError(f"diversity needs at least 2 images, got {len(x)}")
+    d = torch.cdist(x, x)
+    return float(d.sum() / (len(x) * (len(x) - 1)))
+
+
+def diversity_ratio(real: np.ndarray, generated: np.ndarray) -> float:
+    """diversity(generated) / diversity(real), on the same number of images from each (the first n)."""
+    _check_features(real, generated, "diversity")
+    n = min(len(real), len(generated))
+    return diversity(generated[:n]) / diversity(real[:n])

@@ -213,14 +213,16 @@ def training_dataset(train_data, recipe: "Pix2PixRecipe", steps: int, seed: int)
 
 def train_variant(
     name: str, ctx, train_data, resume: bool = True, seed: int | None = None, steps: int | None = None,
-    run: str | None = None,
+    run: str | None = None, holdout_data=None,
 ):
     """Train one named variant on a SkinData split with the run context's profile; returns (recipe, result).
 
     `seed` (default ctx.seed) and `steps` (default the profile's) select the run; `run` names its folders
-    (default `name`). Writes checkpoints/<run>/{last.pt, generator.pt, grids/step_*.png} and logs/<run>.csv in
-    the run directory.
+    (default `name`); `holdout_data` (the validation split) makes the loop log D's accuracy on its real images
+    beside the training ones. Writes checkpoints/<run>/{last.pt, generator.pt, grids/step_*.png} and
+    logs/<run>.csv in the run directory.
     """
+    from dermgan.data.semantic import MapDataset
     from dermgan.train import data_fingerprint, train
 
     seed = ctx.seed if seed is None else seed
@@ -242,6 +244,7 @@ def train_variant(
         resume=resume,
         desc=run,
         provenance=data_fingerprint(train_data, ctx.data_root),  # resume refuses a checkpoint of other data
+        holdout=None if holdout_data is None else MapDataset(holdout_data, recipe.variant.encoding),
     )
     return recipe, result
 

@@ -218,7 +218,8 @@ def melanoma_label(classes) -> int | None:
 
 
 def training_images(name: str, train_data) -> np.ndarray:
-    """The uint8 images a model is trained on, from a SkinData training split."""
+    """The uint8 images a model is trained on, from a SkinData training split (or, from a held-out split, the
+    held-out images of the model's kind)."""
     spec = parse_model(name)
     if spec.melanoma_only:
         label = melanoma_label(train_data.classes)
@@ -250,11 +251,12 @@ def check_resumable(checkpoint_path, recipe: NoiseGANRecipe) -> None:
                               "run (e.g. another dataset or profile); use another run_dir or resume=False")
 
 
-def train_model(name: str, ctx, train_data, resume: bool = True):
+def train_model(name: str, ctx, train_data, resume: bool = True, holdout_data=None):
     """Train one named model on a SkinData training split with the run context's profile: (recipe, result).
 
-    Writes checkpoints/<name>/{last.pt, generator.pt, grids/step_*.png} and logs/<name>.csv in the run
-    directory.
+    `holdout_data` (the validation split) makes the loop log D's accuracy on its real images of the model's kind
+    (melanomas for a melanoma-only model) beside the training ones. Writes checkpoints/<name>/{last.pt,
+    generator.pt, grids/step_*.png} and logs/<name>.csv in the run directory.
     """
     from dermgan.metrics.features import data_hash
     from dermgan.train import train
@@ -270,8 +272,12 @@ def train_model(name: str, ctx, train_data, resume: bool = True):
     folder = ctx.run_dir / "checkpoints" / name
     if resume:
         check_resumable(folder / "last.pt", recipe)
+    holdout = None
+    if holdout_data is not None:
+        held = training_images(name, holdout_data)  # the held-out images of the model's kind
+        holdout = ImageDataset(held) if len(held) else None
     result = train(recipe, ImageDataset(images), train_config(name, cfg, ctx.seed, str(ctx.device)), folder,
-                   ctx.path("logs", f"{name}.csv"), folder / "grids", resume=resume, desc=name)
+                   ctx.path("logs", f"{name}.csv"), folder / "grids", resume=resume, desc=name, holdout=holdout)
     return recipe, result
 
 
@@ -319,17 +325,20 @@ def load_generator(checkpoint_dir, device="cpu") -> tuple[nn.Module, dict]:
     meta = saved["recipe"]
     G, _ = build_networks(meta["kind"], MelanoGANConfig(**meta["melanogan_config"]), meta["image_size"])
     G.load_state_dict(generator_weights(saved))  # the EMA of G when the run kept one
-    return G.to(device).eval(), meta
+    return G.to(device).eval(), {**meta, "weights": "ema" if saved.get("ema") is not None else "raw"}
 
 
-def write_model_samples(ctx, name: str, G: nn.Module, n: int, classes, meta: dict):
-    """samples/<name>/samples.npz + meta.json for 05 (and 07 for melanoma models): n images from seed
-    ctx.seed; condition = melanoma's index for melanoma-only models, -1 ("all lesions") otherwise; Fitzpatrick
-    and source index -1 (unknown / not generated from a test input)."""
+def write_model_samples(ctx, name: str, n: int, classes, meta: dict) -> np.ndarray:
+    """samples/<name>/samples.npz + meta.json for 05 (and 07 for melanoma models): n images from seed ctx.seed
+    of the evaluated generator of checkpoints/<name> (the EMA when the run kept one); condition = melanoma's
+    index for melanoma-only models, -1 ("all lesions") otherwise; Fitzpatrick and source index -1 (unknown / not
+    generated from a test input). Returns the images."""
     from dermgan.models.dermgan import write_samples
 
+    G, saved = load_generator(ctx.run_dir / "checkpoints" / name, device=ctx.device)
     images = sample_images(G, n, ctx.seed, device=ctx.device)
     condition = melanoma_label(classes) if parse_model(name).melanoma_only else -1
     minus_one = np.full(n, -1, np.int64)
-    return write_samples(ctx.run_dir, name, images, np.full(n, condition, np.int64), minus_one, minus_one,
-                         {"profile": ctx.profile.name, "seed": ctx.seed, **meta})
+    write_samples(ctx.run_dir, name, images, np.full(n, condition, np.int64), minus_one, minus_one,
+                  {"profile": ctx.profile.name, "seed": ctx.seed, "weights": saved["weights"], **meta})
+    return images
