@@ -75,8 +75,9 @@ def grouped_split(groups: np.ndarray, names: tuple[str, ...], weights: tuple[flo
 
     Groups are sorted before shuffling, so the result depends only on the set of groups, not on row order.
     Every split with a positive weight first gets one of the smallest groups while groups remain (so three
-    single images reach three splits; with fewer groups than splits, the larger weights first, ties broken
-    by the larger `preference`); each further group goes to the split furthest below its target.
+    single images reach three splits; with fewer groups than splits, the larger weights first); each further
+    group goes to the split furthest below its target. Ties go to the split with the larger `preference`
+    left after this call's groups (how far each split is behind elsewhere, e.g. over the other classes).
     """
     groups = np.asarray(groups, dtype=object)
     weights = np.asarray(weights, dtype=float)
@@ -94,7 +95,9 @@ def grouped_split(groups: np.ndarray, names: tuple[str, ...], weights: tuple[flo
     filled = np.bincount(chosen[chosen >= 0], weights=counts[chosen >= 0], minlength=len(names))
     for g in order:
         if chosen[g] < 0:
-            pick = int(np.argmax(np.where(open_, targets - filled, -np.inf)))
+            deficit = np.where(open_, targets - filled, -np.inf)
+            tied = np.flatnonzero(np.isclose(deficit, deficit.max()))
+            pick = int(tied[np.argmax((preference - filled)[tied])])
             chosen[g] = pick
             filled[pick] += counts[g]
     return np.asarray(names, dtype=object)[chosen[inverse]]

@@ -177,11 +177,16 @@ class SplitSummary:
         return int(self.counts.to_numpy().sum())
 
 
+def split_counts(catalogue: Catalogue) -> pd.DataFrame:
+    """Images per class (rows, the dataset's class order) and split (columns train, val, test)."""
+    table = catalogue.table
+    counts = pd.crosstab(table["condition"], table["split"])
+    return counts.reindex(index=list(catalogue.classes), columns=list(SPLITS), fill_value=0).astype(np.int64)
+
+
 def sparse_classes(catalogue: Catalogue) -> tuple[str, ...]:
     """One line per class absent from a split that has images: it cannot be trained or measured there."""
-    table = catalogue.table
-    counts = pd.crosstab(table["condition"], table["split"]).reindex(index=list(catalogue.classes),
-                                                                     columns=list(SPLITS), fill_value=0)
+    counts = split_counts(catalogue)
     used = [s for s in SPLITS if counts[s].sum() > 0]
     notes = []
     for name, row in counts.iterrows():
@@ -201,10 +206,7 @@ def split_summary(name: str, root, **options) -> SplitSummary:
     catalogue, problems = _catalogue(name, root, None, options)
     if len(problems) or catalogue is None:
         raise SourceError(name, root, problems.items)
-    table = catalogue.table
-    counts = pd.crosstab(table["condition"], table["split"]).reindex(index=list(catalogue.classes),
-                                                                     columns=list(SPLITS), fill_value=0)
-    return SplitSummary(counts.astype(np.int64), catalogue.shipped, sparse_classes(catalogue))
+    return SplitSummary(split_counts(catalogue), catalogue.shipped, sparse_classes(catalogue))
 
 
 def verify(name: str, root, **options) -> list[Problem]:
