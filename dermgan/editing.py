@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from dermgan.data.conditions import CONDITION_NAMES, condition_index
+from dermgan.data.conditions import CONDITION_NAMES, condition_number
 from dermgan.models.lesion_edit import edit
 
 
@@ -54,7 +54,7 @@ def _edit_photo(direction: str, image, mask, model, condition: int | None) -> np
 
 def add_lesion(image, mask, condition: str | int, model) -> np.ndarray:
     """uint8 (H, W, 3) photograph with a lesion of `condition` (name or class index) inside `mask`."""
-    index = condition_index(int(condition) if isinstance(condition, np.integer) else condition)
+    index = condition_number(condition)  # a bool is refused, not taken as class 1
     if index >= model.n_conditions:
         raise ValueError(f"condition {CONDITION_NAMES[index]!r} (index {index}) is beyond the model's "
                          f"{model.n_conditions} conditions")

@@ -101,11 +101,40 @@ def test_impossible_parameters_are_clear_errors(kwargs, word, tmp_path):
         load_dataset(**{"n_images": 10, "image_size": 32, "cache_dir": tmp_path, **kwargs})
 
 
-def test_unknown_dataset_is_dispatched_to_sources(tmp_path):
-    # sources.py belongs to another module; whatever it does, the name must reach it (or its absence show)
-    with pytest.raises(Exception) as error:
+def test_unknown_dataset_is_refused_naming_it_and_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"^unknown dataset 'no_such_source'; known real datasets: ham10000, "
+                                         r"isic2017, .*, folder$"):
         load_dataset("no_such_source", data_root=tmp_path, image_size=32)
-    assert "synthetic" not in str(error.value) or "no_such_source" in str(error.value)
+
+
+def test_data_modules_depend_one_way_sources_never_on_dataset():
+    """records / splits <- sources <- dataset: no module of sources/ imports dataset.py (or the package that
+    imports it), and dataset.py imports sources at the top, not lazily inside a function."""
+    import ast
+    from pathlib import Path
+
+    import dermgan.data
+
+    def imports(path: Path) -> list[tuple[str, bool]]:
+        """(module, at top level) of every import in a file."""
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        found = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.append((node.module, id(node) in top))
+            elif isinstance(node, ast.Import):
+                found += [(alias.name, id(node) in top) for alias in node.names]
+        return found
+
+    package = Path(dermgan.data.__file__).parent
+    for path in sorted((package / "sources").glob("*.py")):
+        bad = [m for m, _ in imports(path) if m in ("dermgan.data", "dermgan.data.dataset")
+               or m.startswith("dermgan.data.synth")]
+        assert bad == [], f"{path.name} imports {bad}"
+    dataset = imports(package / "dataset.py")
+    assert ("dermgan.data.sources", True) in dataset
+    assert not [m for m, top in dataset if m.startswith("dermgan.data.sources") and not top]
 
 
 def test_load_for_run(tmp_path):

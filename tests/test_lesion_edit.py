@@ -223,6 +223,23 @@ def test_unknown_condition_and_missing_direction_are_refused(data, editor):
         add_lesion(image, mask, "eczema", remover)
 
 
+@pytest.mark.parametrize("condition", [True, False, np.bool_(True), 1.0, None])
+def test_a_bool_or_other_non_class_condition_is_refused_in_one_line(editor, condition):
+    # True used to be taken as class 1: a flag passed in the condition's place edited in the wrong lesion
+    image, mask = _photo()
+    with pytest.raises(ValueError, match="not the bool" if isinstance(condition, (bool, np.bool_))
+                       else "unknown condition") as error:
+        add_lesion(image, mask, condition, editor)
+    assert "\n" not in str(error.value)
+
+
+def test_the_model_level_edit_refuses_bool_conditions(editor):
+    image, mask = _photo(32, 32)
+    with pytest.raises(ValueError, match="integer class indices, got bool"):
+        le.edit(editor, "add", image[None], mask[None], np.array([True]))
+    assert le.edit(editor, "add", image[None], mask[None], np.array([1])).shape == (1, 32, 32, 3)
+
+
 # -- judging edits ---------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_series_runs_on_a_ham10000_folder_and_labels_it_real(tmp_path):
-    truth = make_ham(tmp_path / "ham", n_lesions=14)
+    # HAM10000's imbalance: nevi are most lesions, so that 07 finds rare malignant classes in the (stratified)
+    # training split by its rule; every class keeps a lesion, and test gets 5 images (05 needs more than 3)
+    dx = ["nv"] * 12 + ["mel"] * 3 + ["bkl", "bcc", "akiec", "vasc", "df"]
+    truth = make_ham(tmp_path / "ham", n_lesions=len(dx))
+    truth["dx"] = truth["lesion_id"].map(lambda lesion: dx[int(lesion[4:])])
+    truth.to_csv(tmp_path / "ham" / "HAM10000_metadata.csv", index=False)
     # Six official HAM10000 masks cover the whole image; such an image stopped 02 (no skin colour to measure).
     write_mask(tmp_path / "ham" / HAM_MASKS / f"{truth['image_id'][0]}_segmentation.png", box=(0, 0, W, H))
     out, run = tmp_path / "executed", tmp_path / "run"

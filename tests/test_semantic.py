@@ -269,6 +269,14 @@ def test_conditions_accept_numpy_integers_and_refuse_bools():
         blank.lesion_mask(np.bool_(False))
     with pytest.raises(ValueError, match="out of range 0..7"):
         blank.add_lesion(8, 0.05)
+    # the synthetic catalogue's own entry points take the same rule (True used to mean class 1 there)
+    from dermgan.data.synth import render_sample
+
+    with pytest.raises(ValueError, match="not the bool True"):
+        semantic.lesion_shape(32, 32, 0.05, 0.5, 0.5, condition=True)
+    with pytest.raises(ValueError, match="not the bool True"):
+        render_sample(True, size=32)
+    assert render_sample(np.int64(1), size=32).record["condition"] == "seborrheic_keratosis"
 
 
 def test_map_on_a_real_class_list():

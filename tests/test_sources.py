@@ -6,6 +6,7 @@ are worked out from the rectangle drawn into the mask, and splits are checked as
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from dermgan.data.sources import (
     grouped_split,
     load_source,
     read_records,
+    split_summary,
     verify,
 )
 
@@ -639,3 +641,268 @@ def test_too_large_image_is_called_large_not_corrupt(tmp_path, monkeypatch):
     text = messages(verify("isic2020", tmp_path))
     assert "image too large to decode safely" in text and "MAX_IMAGE_PIXELS" in text
     assert "corrupt" not in text
+
+
+# ------------------------------------------------------------- inputs read as they are (issue 24)
+
+def write_folder(root: Path, files: dict[str, Image.Image], masks: dict[str, Image.Image] | None = None,
+                 labels=None) -> None:
+    """A "folder" dataset: each image (and mask) saved as given, whatever its mode; one CSV row per image."""
+    rows = []
+    for i, (name, image) in enumerate(files.items()):
+        (root / "img").mkdir(parents=True, exist_ok=True)
+        image.save(root / "img" / name)
+        row = {"image": f"img/{name}", "label": labels[i] if labels else "x"}
+        if masks:
+            (root / "masks").mkdir(exist_ok=True)
+            masks[name].save(root / "masks" / f"{Path(name).stem}.png")
+            row["mask"] = f"masks/{Path(name).stem}.png"
+        rows.append(row)
+    write_csv(root / "labels.csv", rows)
+
+
+def flat(mode: str, value, size=(W, H)) -> Image.Image:
+    return Image.new(mode, size, value)
+
+
+def test_sixteen_bit_and_float_grey_images_are_scaled_to_8_bits_by_their_full_scale(tmp_path):
+    # Each file one grey level; the rule: 8-bit = round(value * 255 / full scale), 65535 for 16 and 32-bit
+    # integers, 1 for floats. PIL's own conversion made the 16-bit ones white and the float one black.
+    grey16 = Image.fromarray(np.full((H, W), 32768, np.uint16))
+    assert grey16.mode == "I;16"
+    big_endian = Image.frombytes("I;16B", (W, H), np.full((H, W), 16384, ">u2").tobytes())
+    files = {"half.png": grey16, "quarter.tif": big_endian,
+             "int32.tif": Image.fromarray(np.full((H, W), 1000, np.int32)),
+             "float.tif": Image.fromarray(np.full((H, W), 0.25, np.float32))}
+    write_folder(tmp_path, files)
+    assert [Image.open(tmp_path / "img" / n).mode for n in files] == ["I;16", "I;16B", "I", "F"]
+    data = load_source("folder", tmp_path, 8)
+    assert [int(v) for v in data.images[:, 4, 4, 0]] == [128, 64, 4, 64]  # 127.5, 63.75, 3.89, 63.75 rounded
+    assert (data.images == data.images[:, :1, :1, :1]).all()  # grey in all three channels
+
+
+def test_palette_cmyk_one_bit_and_grey_alpha_images_are_read_by_their_mode(tmp_path):
+    palette = Image.new("P", (W, H), 1)
+    palette.putpalette([0, 0, 0, 10, 120, 230] + [0] * 762)
+    files = {"palette.png": palette, "cmyk.tif": flat("CMYK", (0, 255, 0, 64)), "bits.png": flat("1", 1),
+             "grey_alpha.png": flat("LA", (90, 255))}
+    write_folder(tmp_path, files)
+    data = load_source("folder", tmp_path, 8)
+    # CMYK without a profile: R = 255 - C - K, G = 255 - M - K, B = 255 - Y - K, clipped at 0
+    assert [tuple(int(v) for v in data.images[i, 4, 4]) for i in range(4)] == [
+        (10, 120, 230), (191, 0, 191), (255, 255, 255), (90, 90, 90)]
+
+
+def test_images_whose_values_cannot_be_mapped_are_refused_naming_file_and_mode(tmp_path):
+    files = {"over.tif": Image.fromarray(np.full((H, W), 70000, np.int32)),
+             "bright.tif": Image.fromarray(np.full((H, W), 2.0, np.float32)),
+             "lab.tif": flat("LAB", (50, 0, 0)), "fine.png": flat("L", 50)}
+    write_folder(tmp_path, files)
+    problems = verify("folder", tmp_path)
+    assert [(Path(p.path).name, p.field) for p in problems] == [
+        ("over.tif", "image"), ("bright.tif", "image"), ("lab.tif", "image")]
+    text = messages(problems)
+    assert "mode 'I' values 70000..70000 are outside 0..65535" in text
+    assert "mode 'F' values 2..2 are outside 0..1" in text and "image mode 'LAB' is not supported" in text
+    assert all("\n" not in str(p) for p in problems)
+
+
+def box_mask(mode: str, lesion, background=0, size=(W, H), box=BOX) -> Image.Image:
+    """A mask of `mode` with `lesion` inside BOX and `background` elsewhere."""
+    mask = Image.new(mode, size, background)
+    mask.paste(lesion, box)
+    return mask
+
+
+BOX_AREA = 100 / 45 ** 2  # the 10 x 10 box in the 45 x 45 centre square
+
+
+def test_a_mask_of_any_two_values_has_the_larger_as_lesion(tmp_path):
+    red_on_black = box_mask("P", 1)
+    red_on_black.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # red's grey level, 76, was "no lesion"
+    masks = {"a.png": box_mask("L", 100), "b.png": box_mask("L", 1), "c.png": box_mask("1", 1),
+             "d.png": red_on_black, "e.png": Image.fromarray(np.asarray(box_mask("L", 255), np.uint16) * 257),
+             "f.png": box_mask("L", 7, background=3)}
+    write_folder(tmp_path, {n: flat("RGB", (200, 160, 140)) for n in masks}, masks)
+    data = load_source("folder", tmp_path, 16)
+    assert np.allclose(data.table["lesion_area"], BOX_AREA)
+    assert np.allclose(data.table["centroid_x"], 14.5 / 45)
+    assert np.allclose(data.table["centroid_y"], 9.5 / 45)
+    assert (data.lesion_masks == data.lesion_masks[0]).all() and data.lesion_masks[0].sum() > 0
+
+
+def test_a_mask_of_more_than_two_values_is_refused_unless_a_threshold_is_given(tmp_path):
+    mask = box_mask("L", 255)
+    mask.paste(100, (0, 0, W, 5))  # a band of grey along the top: three values
+    write_folder(tmp_path, {"a.png": flat("RGB", (200, 160, 140))}, {"a.png": mask})
+    problems = verify("folder", tmp_path)
+    assert [(Path(p.path).name, p.field) for p in problems] == [("a.png", "mask")]
+    assert "mask has 3 distinct values (0, 100, 255)" in problems[0].message
+    assert "\n" not in problems[0].message
+    # half the full scale: 255 is lesion, 100 is not; a third of it: both are
+    assert np.allclose(load_source("folder", tmp_path, 16, mask_threshold=0.5).table["lesion_area"], BOX_AREA)
+    band = 5 * 45 / 45 ** 2  # rows 0..4 of the centre square, BOX starts at row 5
+    assert np.allclose(load_source("folder", tmp_path, 16, mask_threshold=1 / 3).table["lesion_area"],
+                       BOX_AREA + band)
+    for bad in (0, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="mask_threshold must be a share of the full scale"):
+            verify("folder", tmp_path, mask_threshold=bad)
+
+
+def test_ham10000_anti_aliased_palette_masks_follow_its_declared_threshold(tmp_path):
+    # HAM10000 masks resized by third parties are greyscale / grey-palette PNGs with anti-aliased edges.
+    # Its spec declares lesion = value >= half the full scale: here columns of 0, 64, 127, 128, 200, 255.
+    truth = make_ham(tmp_path, n_lesions=2)
+    levels = np.repeat(np.array([0, 64, 127, 128, 200, 255], np.uint8), 10)[:W]
+    values = np.tile(levels, (H, 1))
+    for image_id in truth["image_id"]:
+        grey = Image.fromarray(values, "L").convert("P")  # a palette mask whose palette holds grey levels
+        grey.save(tmp_path / HAM_MASKS / f"{image_id}_segmentation.png")
+    assert Image.open(tmp_path / HAM_MASKS / f"{truth['image_id'][0]}_segmentation.png").mode == "P"
+    table = load_source("ham10000", tmp_path, 16).table
+    centre = values[:, 7:52]  # the centre square, columns 7..51
+    assert np.allclose(table["lesion_area"], (centre >= 128).mean())
+    assert np.allclose(table["centroid_x"], np.flatnonzero(centre[0] >= 128).mean() / 45)
+
+
+def test_the_same_image_id_in_both_parts_is_reported_with_both_paths(tmp_path):
+    truth = make_ham(tmp_path, n_lesions=3, masks=False)
+    image_id = truth["image_id"][1]  # in part_1
+    first = tmp_path / "HAM10000_images_part_1" / f"{image_id}.jpg"
+    copy = tmp_path / "HAM10000_images_part_2" / f"{image_id}.jpg"
+    write_image(copy, seed=99)  # other pixels under the same name: which one is the record?
+    problems = verify("ham10000", tmp_path)
+    assert len(problems) == 1 and str(first) in problems[0].message and str(copy) in problems[0].message
+    with pytest.raises(SourceError, match="with different content"):
+        load_source("ham10000", tmp_path, 16)
+    copy.write_bytes(first.read_bytes())  # a byte-identical copy (Kaggle ships two copies of each part)
+    assert verify("ham10000", tmp_path) == []
+
+
+# ------------------------------------------------------------------ real-data settings (issue 24)
+
+def write_ham(root: Path, lesions: list[tuple[str, int]]) -> pd.DataFrame:
+    """HAM10000's layout with the given (dx, number of images) per lesion; images alternate between parts."""
+    rows = []
+    for k, (dx, n) in enumerate(lesions):
+        rows += [{"lesion_id": f"HAM_{k:07d}", "image_id": f"ISIC_{len(rows) + j:07d}", "dx": dx}
+                 for j in range(n)]
+    for i, row in enumerate(rows):
+        part = root / f"HAM10000_images_part_{1 + i % 2}"
+        write_image(part / f"{row['image_id']}.png", size=(8, 6), seed=i)
+    write_csv(root / "HAM10000_metadata.csv", rows)
+    return pd.DataFrame(rows)
+
+
+# Like HAM10000 at 1/50: many nevi (lesions of 1-3 images), a few of each rarer class, df only three lesions.
+HAM_LIKE = ([("nv", 1 + k % 3) for k in range(60)] + [("mel", 1 + k % 2) for k in range(12)]
+            + [("bkl", 1)] * 10 + [("bcc", 1)] * 6 + [("akiec", 1)] * 4 + [("vasc", 1)] * 3 + [("df", 1)] * 3)
+
+
+def split_counts(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.crosstab(table["condition"], table["split"]).reindex(columns=["train", "val", "test"],
+                                                                   fill_value=0)
+
+
+def test_derived_splits_are_stratified_by_class_and_never_cut_a_lesion(tmp_path):
+    truth = write_ham(tmp_path, HAM_LIKE)
+    table = read_records("ham10000", tmp_path)
+    counts = split_counts(table)
+    assert (counts > 0).all().all(), counts  # every class (all have >= 3 lesions) reaches every split
+    assert (table.groupby("lesion_id")["split"].nunique() == 1).all()
+    shares = table["split"].value_counts(normalize=True)
+    assert abs(shares["val"] - 0.15) < 0.04 and abs(shares["test"] - 0.15) < 0.04
+    # the split is a function of the records, not of their order in the CSV
+    truth.sample(frac=1, random_state=3).to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+    again = read_records("ham10000", tmp_path).set_index("image_id").loc[table["image_id"]]
+    assert list(again["split"]) == list(table["split"])
+
+
+def test_fractions_and_n_images_of_a_run_apply_to_real_data(tmp_path):
+    from dermgan.data import load_for_run
+    from dermgan.runtime import start
+
+    write_ham(tmp_path / "ham", HAM_LIKE)
+    n = len(read_records("ham10000", tmp_path / "ham"))
+    ctx = start("smoke", run_dir=str(tmp_path / "run"), dataset="ham10000", data_root=str(tmp_path / "ham"),
+                data={"image_size": 32, "val_fraction": 0.3, "test_fraction": 0.2, "n_images": 60})
+    data = load_for_run(ctx)
+    assert abs(len(data) - 60) <= 3 < n - 60  # whole lesions: a few images either side of the quota
+    shares = data.table["split"].value_counts(normalize=True)
+    assert abs(shares["val"] - 0.3) < 0.06 and abs(shares["test"] - 0.2) < 0.06
+    assert (split_counts(data.table) > 0).all().all()  # 60 images still hold every class in every split
+
+
+def test_a_subsample_keeps_each_split_and_class_share_and_whole_lesions(tmp_path):
+    write_ham(tmp_path, HAM_LIKE)
+    full = read_records("ham10000", tmp_path)
+    part = read_records("ham10000", tmp_path, n_images=80)
+    assert set(part["image_id"]) < set(full["image_id"])
+    # nested: an image keeps its split, so test images of a small run are never training images of a big one
+    placed = full.set_index("image_id")["split"]
+    assert list(placed.loc[part["image_id"]]) == list(part["split"])
+    whole = full.groupby("lesion_id").size()
+    assert (part.groupby("lesion_id").size() == whole.loc[part["lesion_id"].unique()]).all()
+    expected = split_counts(full) * len(part) / len(full)
+    assert (split_counts(part) >= 1).all().all() and (abs(split_counts(part) - expected) <= 2).all().all()
+    pd.testing.assert_frame_equal(part, read_records("ham10000", tmp_path, n_images=80))  # fixed seed
+    with pytest.raises(SourceError, match="n_images=5 is too few to keep every class in every split"):
+        read_records("ham10000", tmp_path, n_images=5)
+
+
+def test_official_splits_are_kept_and_other_fractions_for_them_refused(tmp_path):
+    make_isic2017(tmp_path)
+    official = list(read_records("isic2017", tmp_path)["split"])
+    assert official == ["train"] * 4 + ["val"] * 2 + ["test"]
+    # the profiles' fractions (0.15) are the default: they leave a shipped split as it is
+    default = read_records("isic2017", tmp_path, val_fraction=0.15, test_fraction=0.15)
+    assert list(default["split"]) == official
+    with pytest.raises(SourceError) as error:
+        load_source("isic2017", tmp_path, 16, val_fraction=0.3, test_fraction=0.1)
+    assert [p.field for p in error.value.problems] == ["val_fraction", "test_fraction"]
+    assert "isic2017 ships its own val split, so val_fraction=0.3 cannot apply" in str(error.value)
+    # a subsample keeps every image's official split
+    part = read_records("isic2017", tmp_path, n_images=6)  # one of the two training nevi goes
+    assert len(part) == 6 and set(part["split"]) == {"train", "val", "test"}
+    assert list(part["split"]) == [dict(zip(read_records("isic2017", tmp_path)["image_id"], official))[i]
+                                   for i in part["image_id"]]
+
+
+def test_a_split_column_without_training_images_is_refused_before_any_decoding(tmp_path):
+    rows = []
+    for i, label in enumerate(["acne", "eczema"] * 3):
+        write_image(tmp_path / "img" / f"{i}.jpg", seed=i)
+        rows.append({"image": f"img/{i}.jpg", "label": label, "split": "test"})
+    write_csv(tmp_path / "labels.csv", rows)
+    with pytest.raises(SourceError, match="no training images"):  # once a ZeroDivisionError in notebook 02
+        load_source("folder", tmp_path, 16)
+    truncate(tmp_path / "img" / "0.jpg")  # a decode would find this; the split problem comes without one
+    with pytest.raises(SourceError, match=r"no training images: the dataset's own split puts every image in "
+                                          r"val or test \(test: 6\)") as error:
+        split_summary("folder", tmp_path)
+    assert [p.field for p in error.value.problems] == ["split"]
+
+
+def test_classes_too_small_for_every_split_are_reported_up_front(tmp_path):
+    labels = ["acne"] * 6 + ["eczema"] * 2
+    write_folder(tmp_path, {f"{i}.png": flat("RGB", (i, 100, 100)) for i in range(8)}, labels=labels)
+    with pytest.warns(UserWarning, match=r"folder: class 'eczema' has 2 image\(s\), none in (val|test) \(a "
+                                         r"class needs 3 images") as caught:
+        load_source("folder", tmp_path, 8)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    summary = split_summary("folder", tmp_path)
+    # two images reach train and one of val / test
+    assert len(summary.notes) == 1
+    assert re.fullmatch(r"class 'eczema' has 2 image\(s\), none in (val|test)", summary.notes[0])
+
+
+def test_split_summary_counts_what_a_run_loads_from_the_records_alone(tmp_path):
+    write_ham(tmp_path, HAM_LIKE)
+    summary = split_summary("ham10000", tmp_path, n_images=80, val_fraction=0.2)
+    data = load_source("ham10000", tmp_path, 8, n_images=80, val_fraction=0.2)
+    expected = split_counts(data.table).reindex(list(data.classes))
+    assert (summary.counts.to_numpy() == expected.to_numpy()).all() and summary.n_images == len(data)
+    assert list(summary.counts.index) == list(data.classes) and summary.shipped == () and summary.notes == ()
+    for path in tmp_path.glob("HAM10000_images_part_*/*.png"):
+        truncate(path)  # nothing decoded: the same answer from broken image files
+    assert split_summary("ham10000", tmp_path, n_images=80, val_fraction=0.2).counts.equals(summary.counts)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -35,13 +37,21 @@ MALIGNANT: tuple[bool, ...] = tuple(c.malignant for c in CONDITIONS)
 N_CONDITIONS = len(CONDITIONS)
 
 
+def condition_number(condition, classes: tuple[str, ...] = CONDITION_NAMES) -> int:
+    """Class index of `condition`, a name in `classes` or an integer index (numpy integers too). A bool is
+    refused: `True` would silently mean class 1; so is any other type (a float 1.0 is no class index)."""
+    if isinstance(condition, (bool, np.bool_)):
+        raise ValueError(f"a condition is a class name or an integer index, not the bool {condition!r}")
+    if isinstance(condition, (int, np.integer)):
+        if not 0 <= int(condition) < len(classes):
+            raise ValueError(f"condition index {int(condition)} out of range 0..{len(classes) - 1}")
+        return int(condition)
+    if isinstance(condition, str) and condition in classes:
+        return classes.index(condition)
+    raise ValueError(f"unknown condition {condition!r}; use an index 0..{len(classes) - 1} or one of: "
+                     f"{', '.join(classes)}")
+
+
 def condition_index(name_or_index: str | int) -> int:
-    """Class index of a condition given by name or index; unknown ones are an error listing the known."""
-    if isinstance(name_or_index, int):
-        if not 0 <= name_or_index < N_CONDITIONS:
-            raise ValueError(f"condition index {name_or_index} out of range 0..{N_CONDITIONS - 1}")
-        return name_or_index
-    try:
-        return CONDITION_NAMES.index(name_or_index)
-    except ValueError:
-        raise ValueError(f"unknown condition {name_or_index!r}; known: {', '.join(CONDITION_NAMES)}") from None
+    """Class index of a condition of the catalogue given by name or index (see `condition_number`)."""
+    return condition_number(name_or_index, CONDITION_NAMES)

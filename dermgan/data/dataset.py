@@ -1,77 +1,21 @@
-"""The common in-memory form of every dataset, synthetic or real: uint8 arrays plus one record table."""
+"""The dataset a notebook works on: the synthetic one (assembled, cached) or a real one (data.sources).
+
+SkinData and RECORD_COLUMNS live in dermgan.data.records and the splits in dermgan.data.splits; both are
+importable from here as before. This module is the only one that knows both kinds of data: it imports the
+real-data readers, which import neither it nor the synthetic renderer.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-# Columns every record table has. Unknown values are NA (Fitzpatrick type, ITA, masks of real datasets).
-RECORD_COLUMNS = (
-    "image_id",      # str, unique
-    "condition",     # str, the dataset's own class name
-    "label",         # int, index into SkinData.classes
-    "malignant",     # bool (NA where the source does not say)
-    "fitzpatrick",   # Int64 1..6 (NA unknown)
-    "ita",           # float, individual typology angle in degrees (NA unknown)
-    "lesion_area",   # float, lesion pixels / image pixels (NA without a mask)
-    "centroid_x",    # float in [0, 1], lesion centroid, x = column / width (NA without a mask)
-    "centroid_y",    # float in [0, 1]
-    "skin_r", "skin_g", "skin_b",  # float 0..255, mean healthy-skin colour (NA unknown)
-    "patient_id",    # str (NA unknown); splits never separate one patient's / lesion's images
-    "lesion_id",     # str (NA unknown)
-    "split",         # "train" | "val" | "test"
-)
+from dermgan.data.records import RECORD_COLUMNS, SkinData
+from dermgan.data.sources import load_source
+from dermgan.data.splits import check_settings, stratified_split
 
-
-@dataclass
-class SkinData:
-    """Images and everything known about them; row i of `table` describes image i."""
-
-    name: str  # "synthetic" or the source's name, e.g. "ham10000"
-    classes: tuple[str, ...]  # class names, index = `label`
-    images: np.ndarray  # uint8 (N, H, W, 3)
-    lesion_masks: np.ndarray | None  # uint8 (N, H, W) in {0, 1}; None when the source has no masks
-    skin_masks: np.ndarray | None  # uint8 (N, H, W) in {0, 1}; None when unknown
-    table: pd.DataFrame
-    healthy: np.ndarray | None = None  # uint8 (N, H, W, 3): the same skin without its lesion (synthetic only)
-
-    def __post_init__(self) -> None:
-        n = len(self.images)
-        if len(self.table) != n:
-            raise ValueError(f"{self.name}: {n} images but {len(self.table)} table rows")
-        missing = [c for c in RECORD_COLUMNS if c not in self.table.columns]
-        if missing:
-            raise ValueError(f"{self.name}: record table lacks columns {missing}")
-        for field in ("lesion_masks", "skin_masks", "healthy"):
-            array = getattr(self, field)
-            if array is not None and len(array) != n:
-                raise ValueError(f"{self.name}: {field} has {len(array)} entries for {n} images")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.images.shape[1])
-
-    def select(self, rows: np.ndarray | list[int]) -> "SkinData":
-        """The subset at the given row positions (table index reset)."""
-        rows = np.asarray(rows, dtype=np.int64)
-
-        def take(array):
-            return None if array is None else array[rows]
-
-        return SkinData(self.name, self.classes, take(self.images), take(self.lesion_masks),
-                        take(self.skin_masks), self.table.iloc[rows].reset_index(drop=True), take(self.healthy))
-
-    def split(self, name: str) -> "SkinData":
-        """One of the fixed splits: "train", "val" or "test"."""
-        if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {name!r}; use 'train', 'val' or 'test'")
-        return self.select(np.flatnonzero(self.table["split"].to_numpy() == name))
-
+__all__ = ["RECORD_COLUMNS", "ClassifierDataset", "SkinData", "load_dataset", "load_for_run",
+           "make_synthetic", "stratified_split"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Assembly of the synthetic dataset, its on-disk cache, and the torch view used by classifiers
@@ -84,35 +28,9 @@ def _check_parameters(image_size, n_images, val_fraction, test_fraction) -> None
     from dermgan.data.synth import check_size
 
     check_size(image_size)
-    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
-        raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training "
-                         "images; it must be below 1")
-
-
-def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
-    """"train"/"val"/"test" per row: in every class, round(fraction * class size) rows go to val and test.
-
-    Depends only on (labels, fractions, seed). Every class with at least 3 images has all three splits.
-    """
-    labels = np.asarray(labels)
-    split = np.full(len(labels), "train", dtype=object)
-    rng = np.random.default_rng([seed, 7])
-    for label in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        n = len(rows)
-        n_val, n_test = int(round(val_fraction * n)), int(round(test_fraction * n))
-        if n >= 3:  # the rare classes are the interesting ones: never leave a split without them
-            n_val = max(n_val, 1) if val_fraction > 0 else 0
-            n_test = max(n_test, 1) if test_fraction > 0 else 0
-        n_val, n_test = min(n_val, n), min(n_test, n - min(n_val, n))
-        split[rows[:n_val]] = "val"
-        split[rows[n_val:n_val + n_test]] = "test"
-    return split
+    if n_images is None:  # real data may leave it unset (all images); the synthetic dataset needs a number
+        raise ValueError("n_images must be a positive integer, got None")
+    check_settings(n_images, val_fraction, test_fraction)
 
 
 def make_synthetic(image_size: int = 64, n_images: int = 4000, seed: int = 0, val_fraction: float = 0.15,
@@ -203,15 +121,15 @@ def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 6
 
     "synthetic": the procedural dataset (dermgan.data.synth), rendered once and cached under
     `cache_dir`/<hash of the parameters>/ as memory-mapped uint8 .npy files plus table.csv; without cache_dir
-    it is rendered in memory. Any other name is handed to dermgan.data.sources.load_source(dataset, data_root,
-    image_size), which reads real data with its own fixed splits.
+    it is rendered in memory. Any other name is read by dermgan.data.sources.load_source with the same
+    settings: at most `n_images` images (a stratified subsample of a larger dataset) and the fractions for the
+    splits the dataset does not ship itself (see docs/real_datasets.md). Real splits do not depend on `seed`.
     """
     from pathlib import Path
 
     if dataset != "synthetic":
-        from dermgan.data.sources import load_source  # lazy: real-data readers are optional
-
-        return load_source(dataset, data_root, image_size)
+        return load_source(dataset, data_root, image_size, n_images=n_images, val_fraction=val_fraction,
+                           test_fraction=test_fraction)
     _check_parameters(image_size, n_images, val_fraction, test_fraction)
     if cache_dir is None:
         return make_synthetic(image_size, n_images, seed, val_fraction, test_fraction)

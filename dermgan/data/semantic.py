@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dermgan.data.conditions import CONDITION_NAMES, CONDITIONS, N_CONDITIONS
+from dermgan.data.conditions import CONDITION_NAMES, CONDITIONS, N_CONDITIONS, condition_number
 from dermgan.imageops import to_model
 
 ENCODINGS = ("colour", "onehot")
@@ -69,21 +69,6 @@ def class_palette(n_conditions: int) -> np.ndarray:
         colours += [tuple(c) for c in grid[order] if c.max() - c.min() >= 128 and tuple(c) not in taken]
         levels = 2 * levels - 1  # a finer grid through the old points
     return np.asarray(colours[:n_conditions], np.float32)
-
-
-def condition_number(condition, classes: tuple[str, ...] = CONDITION_NAMES) -> int:
-    """Class index of `condition`, a name in `classes` or an integer index (numpy integers too). A bool is
-    refused: `True` would silently mean class 1."""
-    if isinstance(condition, (bool, np.bool_)):
-        raise ValueError(f"a condition is a class name or an integer index, not the bool {condition!r}")
-    if isinstance(condition, (int, np.integer)):
-        if not 0 <= int(condition) < len(classes):
-            raise ValueError(f"condition index {int(condition)} out of range 0..{len(classes) - 1}")
-        return int(condition)
-    if isinstance(condition, str) and condition in classes:
-        return classes.index(condition)
-    raise ValueError(f"unknown condition {condition!r}; use an index 0..{len(classes) - 1} or one of: "
-                     f"{', '.join(classes)}")
 
 
 def _check_encoding(encoding: str) -> None:

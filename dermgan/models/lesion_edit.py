@@ -272,6 +272,8 @@ def edit(recipe, direction: str, images: np.ndarray, masks: np.ndarray, conditio
         raise ValueError(f"this model has no {direction!r} direction (it has {', '.join(G.nets)})")
     if direction == "add" and conditions is None:
         raise ValueError("adding a lesion needs the condition of each image")
+    if conditions is not None and np.asarray(conditions).dtype.kind not in "iu":  # bools would mean 0 / 1
+        raise ValueError(f"conditions must be integer class indices, got {np.asarray(conditions).dtype}")
     device = next(G.parameters()).device
     was_training = G.training
     G.eval()

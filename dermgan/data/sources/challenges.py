@@ -2,7 +2,8 @@
 
 ISIC 2017 Part 3, ISIC 2018 Task 3 and ISIC 2019 differ only in file and column names (one `ChallengeSpec`
 row each). ISIC 2018 Task 1 has no CSV: its records are the images of the input folders, each with a mask.
-Parts other than training are optional; a missing val or test part is carved out of training by lesion.
+Parts other than training are optional; a missing val or test part is carved out of training (by class and
+lesion) when the catalogue's splits are settled (dermgan.data.sources).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pandas as pd
 from dermgan.data.sources.common import (
     Catalogue,
     Problems,
-    assign_splits,
     check_root,
     clean_text,
     duplicates,
@@ -27,7 +27,6 @@ from dermgan.data.sources.common import (
     pick_column,
     read_csv,
     resolve_images,
-    split_groups,
 )
 
 
@@ -134,7 +133,8 @@ def _csv_part(spec: ChallengeSpec, root: Path, part: Part, csv: Path, problems: 
 def _folder_part(root: Path, part: Part) -> dict:
     """ISIC 2018 Task 1: the input folder lists the records (superpixel files of old releases are skipped)."""
     index = index_images([root / part.images])
-    paths = sorted({p for p in index.values() if p.suffix.lower() == ".jpg" and "superpixels" not in p.stem})
+    paths = sorted({p for found in index.values() for p in found
+                    if p.suffix.lower() == ".jpg" and "superpixels" not in p.stem})
     ids = pd.Series([p.stem for p in paths], dtype=object)
     return {"image_id": ids, "label": pd.Series(0, index=ids.index), "image_path": [str(p) for p in paths]}
 
@@ -188,9 +188,7 @@ def read_challenge(spec: ChallengeSpec, root: Path, problems: Problems,
     found["condition"] = [classes[i] if i >= 0 else None for i in found["label"]]
     found["malignant"] = _malignant(spec, found["condition"]) if spec.class_columns else pd.NA
     found["lesion_id"] = found["image_id"].map(_lesion_ids(spec, root, problems))
-    table = make_table({c: found[c] for c in found.columns})
-    table["split"] = assign_splits(table["split"].to_numpy(dtype=object), split_groups(table))
-    return Catalogue(table, classes)
+    return Catalogue(make_table({c: found[c] for c in found.columns}), classes)
 
 
 # ------------------------------------------------------------------------------------------------ specs

@@ -1,4 +1,4 @@
-"""Pieces every reader shares: problem collection, finding files, reading CSVs, parsing flags, splits.
+"""Pieces every reader shares: problem collection, finding files, reading CSVs, parsing flags.
 
 Readers never raise on bad input while they look at a dataset: they add a `Problem` and carry on, so that
 `verify` can report everything wrong with a folder in one pass. `load_source` raises once at the end.
@@ -6,19 +6,16 @@ Readers never raise on bad input while they look at a dataset: they add a `Probl
 
 from __future__ import annotations
 
+import filecmp
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dermgan.data.dataset import RECORD_COLUMNS
+from dermgan.data.records import RECORD_COLUMNS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-SPLITS = ("train", "val", "test")
-SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
-# Fixed so that a derived split is the same on every machine and in every notebook, whatever the run seed.
-SPLIT_SEED = 20_17_2018
 MAX_LISTED = 10  # problems spelled out in a load error; the rest are counted
 
 
@@ -72,10 +69,19 @@ class Catalogue:
     table: pd.DataFrame
     classes: tuple[str, ...]
     pixels: np.ndarray | None = None
+    # Masks with more than two values: lesion = value >= this share of the full scale (None: refused).
+    mask_threshold: float | None = None
+    shipped: tuple[str, ...] = ()  # the val / test splits the dataset ships itself (set with the splits)
 
     @property
     def has_masks(self) -> bool:
         return "mask_path" in self.table.columns
+
+    def select(self, rows: np.ndarray) -> "Catalogue":
+        """The records at the given row positions (table index reset)."""
+        pixels = None if self.pixels is None else self.pixels[rows]
+        table = self.table.iloc[rows].reset_index(drop=True)
+        return Catalogue(table, self.classes, pixels, self.mask_threshold, self.shipped)
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -100,15 +106,21 @@ def find_file(root: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def index_images(folders: list[Path]) -> dict[str, Path]:
-    """File name and stem -> path for the image files in `folders` (not recursive); earlier folders win."""
-    index: dict[str, Path] = {}
+def index_images(folders: list[Path]) -> dict[str, list[Path]]:
+    """File name and stem -> every image file of that name in `folders` (not recursive), in folder order."""
+    index: dict[str, list[Path]] = {}
     for folder in folders:
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                index.setdefault(path.name, path)
-                index.setdefault(path.stem, path)
+                for key in {path.name, path.stem}:
+                    index.setdefault(key, []).append(path)
     return index
+
+
+def different_copies(paths: list[Path]) -> list[Path]:
+    """The files among `paths[1:]` whose bytes differ from `paths[0]`'s. Byte-identical copies are harmless
+    (Kaggle's HAM10000 ships every image in an upper- and a lower-case folder); any other one is ambiguous."""
+    return [p for p in paths[1:] if not filecmp.cmp(paths[0], p, shallow=False)]
 
 
 def existing(root: Path, names: tuple[str, ...]) -> list[Path]:
@@ -132,7 +144,12 @@ def resolve_images(values: pd.Series, root: Path, folders: list[Path], csv: Path
         if direct is not None and direct.is_file():
             paths.append(str(direct))
         elif value in index:
-            paths.append(str(index[value]))
+            found = index[value]
+            others = different_copies(found)
+            for other in others:
+                problems.add(csv, column, f"image {value!r} (CSV line {row + 2}) is both {found[0]} and "
+                                          f"{other}, with different content; keep the right one")
+            paths.append(None if others else str(found[0]))
         else:
             problems.add(csv, column, f"image {value!r} (CSV line {row + 2}) is listed but not found "
                                       f"in {where}")
@@ -235,47 +252,3 @@ def make_table(columns: dict[str, object]) -> pd.DataFrame:
         table[column] = table[column].map(lambda v: None if pd.isna(v) else str(v)).astype("str")
     extras = [c for c in table.columns if c not in RECORD_COLUMNS]
     return table[list(RECORD_COLUMNS) + extras]
-
-
-# ----------------------------------------------------------------------------------------------- splits
-
-def grouped_split(groups: np.ndarray, names: tuple[str, ...], weights: tuple[float, ...],
-                  seed: int = SPLIT_SEED) -> np.ndarray:
-    """Assign whole groups to splits so that image counts approach `weights`.
-
-    Groups are sorted before shuffling, so the result depends only on the set of groups, not on row order.
-    Each group goes to the split furthest below its target; every split gets a group while groups remain.
-    """
-    groups = np.asarray(groups, dtype=object)
-    unique, inverse, counts = np.unique(groups.astype(str), return_inverse=True, return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    targets = np.asarray(weights, dtype=float) / sum(weights) * len(groups)
-    filled = np.zeros(len(names))
-    chosen = np.empty(len(unique), dtype=np.int64)
-    for g in order:
-        pick = int(np.argmax(targets - filled))
-        chosen[g] = pick
-        filled[pick] += counts[g]
-    return np.asarray(names, dtype=object)[chosen[inverse]]
-
-
-def assign_splits(official: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Keep the official split; carve any missing val/test split out of the training rows, by group.
-
-    `official` holds "train" for every row when the dataset has no split of its own.
-    """
-    official = np.asarray(official, dtype=object).copy()
-    missing = tuple(s for s in ("val", "test") if not (official == s).any())
-    if not missing:
-        return official
-    pool = official == "train"
-    names = ("train",) + missing
-    official[pool] = grouped_split(groups[pool], names, tuple(SPLIT_FRACTIONS[s] for s in names))
-    return official
-
-
-def split_groups(table: pd.DataFrame) -> np.ndarray:
-    """The unit no split may cut: the patient when known, else the lesion, else the image."""
-    rows = zip(table["patient_id"], table["lesion_id"], table["image_id"])
-    return np.asarray([f"P:{p}" if not pd.isna(p) else f"L:{le}" if not pd.isna(le) else f"I:{i}"
-                       for p, le, i in rows], dtype=object)

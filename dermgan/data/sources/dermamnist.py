@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermgan.data.sources.common import SPLITS, Catalogue, Problems, check_root, make_table
+from dermgan.data.sources.common import Catalogue, Problems, check_root, make_table
+from dermgan.data.splits import SPLITS
 
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")  # label 0..6, MedMNIST's order
 MALIGNANT = frozenset({"akiec", "bcc", "mel"})

@@ -2,6 +2,18 @@
 
 The same code serves `verify` (decode to find corrupt files, keep nothing) and `load_source` (keep resized
 arrays): one pass over the files either way.
+
+Images are read by their mode. 8-bit modes go through PIL's own conversion to RGB: greyscale is repeated in
+the three channels, palette images take their palette's colours, 1-bit images are black and white, CMYK uses
+PIL's plain formula (R = 255 - C - K, clipped; no colour profile). Greyscale of a higher depth is scaled to
+8 bits by its full scale, 8-bit = round(value * 255 / full scale): 16-bit ("I;16", "I;16B", ...) and 32-bit
+integers ("I", how some readers open 16-bit files) by 65535, so 32768 becomes 128; floats ("F") by 1.
+Values outside 0..full scale, and modes not listed here, are refused with the file and its mode.
+
+Masks are read by the same modes, as one value per pixel (palette masks through their palette, as grey
+levels). Lesion = the larger of two values (0/1, 0/255, 0/100, False/True alike); a mask of one value is all
+lesion unless it is 0. A mask of more than two values is refused unless a threshold is given (a share of
+the full scale: lesion = value >= threshold * full scale).
 """
 
 from __future__ import annotations
@@ -17,6 +29,12 @@ from PIL import Image
 from dermgan.data.sources.common import Catalogue, Problem, Problems
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError)
+EIGHT_BIT_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "CMYK", "YCbCr"})
+FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+class UnsupportedImage(ValueError):
+    """A file PIL can decode but whose pixel values dermgan cannot map to 8 bits correctly."""
 
 
 @dataclass
@@ -40,9 +58,52 @@ def square_resize(image: Image.Image, size: int, resample: Image.Resampling) -> 
     return image.crop(centre_square(*image.size)).resize((size, size), resample)
 
 
-def binarise(mask: np.ndarray) -> np.ndarray:
-    """Lesion = bright pixels. ISIC masks are 0/255; user masks may be 0/1, so a 0/1 mask is taken as is."""
-    return (mask >= 128) if mask.max(initial=0) > 1 else (mask > 0)
+def check_threshold(threshold) -> float | None:
+    """A mask threshold is a share of the full scale in (0, 1], or None (masks must have two values)."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"mask_threshold must be a share of the full scale in (0, 1] (0.5 = at least half "
+                         f"bright), got {threshold!r}")
+    return float(threshold)
+
+
+def pixel_values(image: Image.Image) -> tuple[np.ndarray, float]:
+    """One value per pixel and the full scale: 8-bit modes as grey levels (palettes through their colours),
+    higher depths as they are. Raises UnsupportedImage for other modes and for values off the scale."""
+    if image.mode in EIGHT_BIT_MODES:
+        return np.asarray(image.convert("L")), 255.0
+    if image.mode not in FULL_SCALE:
+        raise UnsupportedImage(f"image mode {image.mode!r} is not supported; save it as 8-bit RGB or grey")
+    values, full = np.asarray(image, dtype=np.float64), FULL_SCALE[image.mode]
+    if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= full):
+        raise UnsupportedImage(f"mode {image.mode!r} values {values.min():g}..{values.max():g} are outside "
+                               f"0..{full:g}, so their brightness is unknown; save it as 8-bit RGB or grey")
+    return values, full
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The image as 8-bit RGB by the rules of the module's docstring."""
+    if image.mode in EIGHT_BIT_MODES:
+        return image.convert("RGB")
+    values, full = pixel_values(image)
+    return Image.fromarray(np.round(values * (255 / full)).astype(np.uint8), "L").convert("RGB")
+
+
+def binarise(values: np.ndarray, full_scale: float, threshold: float | None = None) -> np.ndarray:
+    """Lesion pixels of a mask: the larger of two values; with more than two, value >= threshold * full scale.
+
+    Raises ValueError naming the values found when a mask has more than two and no threshold is given.
+    """
+    found = np.unique(values)
+    if len(found) <= 2:
+        return values == found[-1] if len(found) == 2 else values > 0
+    if threshold is None:
+        shown = ", ".join(f"{v:g}" for v in found[:4]) + (f", ..., {found[-1]:g}" if len(found) > 4 else "")
+        raise ValueError(f"mask has {len(found)} distinct values ({shown}); a mask must have two (the "
+                         "larger is lesion): save it as black and white, or pass mask_threshold (a share of "
+                         "the full scale) to load_source / verify")
+    return values >= threshold * full_scale
 
 
 def mask_stats(lesion: np.ndarray) -> tuple[float, float, float]:
@@ -70,6 +131,8 @@ def transparency(image: Image.Image) -> float:
     """Share of pixels that are not fully opaque (0 for images without an alpha channel)."""
     if not has_alpha(image):
         return 0.0
+    if image.mode in FULL_SCALE:  # high-depth grey: transparency is one key value (PNG tRNS)
+        return float((np.asarray(image) == image.info["transparency"]).mean())
     return float((np.asarray(image.convert("RGBA").getchannel("A")) < 255).mean())
 
 
@@ -87,9 +150,12 @@ def read_image(path: str, size: int | None,
                 # JPEG DCT scaling: decode big dermoscopy photos at >= 2x the target, much faster, same result
                 image.draft("RGB", (2 * size, 2 * size))
             see_through = transparency(image)
-            rgb = image.convert("RGB")  # forces the full decode, which is where truncated files fail
+            rgb = to_rgb(image)  # forces the full decode, which is where truncated files fail
     except FileNotFoundError:
         problems.append(Problem(path, "image", "image file not found"))
+        return None, None
+    except UnsupportedImage as error:
+        problems.append(Problem(path, "image", str(error)))
         return None, None
     except Image.DecompressionBombError as error:
         problems.append(Problem(path, "image", too_large(error)))
@@ -106,13 +172,18 @@ def read_image(path: str, size: int | None,
     return np.asarray(square_resize(rgb, size, Image.Resampling.LANCZOS)), full_size
 
 
-def read_mask(path: str, size: int | None, expected: tuple | None, problems: list[Problem]) -> Loaded:
-    """Binary mask resized with nearest neighbour; statistics from the full-resolution centre square."""
+def read_mask(path: str, size: int | None, expected: tuple | None, problems: list[Problem],
+              threshold: float | None = None) -> Loaded:
+    """Binary mask (see `binarise`) resized with nearest neighbour; statistics from the full-resolution centre
+    square."""
     try:
         with Image.open(path) as image:
-            grey = np.asarray(image.convert("L"))
+            values, full_scale = pixel_values(image)
     except FileNotFoundError:
         problems.append(Problem(path, "mask", "mask file not found"))
+        return Loaded()
+    except UnsupportedImage as error:
+        problems.append(Problem(path, "mask", str(error)))
         return Loaded()
     except Image.DecompressionBombError as error:
         problems.append(Problem(path, "mask", too_large(error)))
@@ -120,13 +191,18 @@ def read_mask(path: str, size: int | None, expected: tuple | None, problems: lis
     except _READ_ERRORS as error:
         problems.append(Problem(path, "mask", f"unreadable or corrupt mask ({error})"))
         return Loaded()
-    height, width = grey.shape
+    height, width = values.shape
     if expected is not None and (width, height) != tuple(expected):
         problems.append(Problem(path, "mask", f"mask is {width}x{height} but its image is "
                                               f"{expected[0]}x{expected[1]} (width x height)"))
         return Loaded()
+    try:
+        lesion = binarise(values, full_scale, threshold)
+    except ValueError as error:
+        problems.append(Problem(path, "mask", str(error)))
+        return Loaded()
     left, top, right, bottom = centre_square(width, height)
-    lesion = binarise(grey[top:bottom, left:right])
+    lesion = lesion[top:bottom, left:right]
     out = Loaded(stats=mask_stats(lesion))
     if size:
         small = Image.fromarray(lesion.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
@@ -134,13 +210,14 @@ def read_mask(path: str, size: int | None, expected: tuple | None, problems: lis
     return out
 
 
-def load_record(image_path: str, mask_path: str | None, size: int | None) -> Loaded:
+def load_record(image_path: str, mask_path: str | None, size: int | None,
+                mask_threshold: float | None = None) -> Loaded:
     problems: list[Problem] = []
     image, full_size = read_image(image_path, size, problems)
     loaded = Loaded(image=image, problems=problems)
     if mask_path is not None:
         # The size check needs the image's size; without it (image unreadable) the mask is still decoded.
-        from_mask = read_mask(mask_path, size, full_size, problems)
+        from_mask = read_mask(mask_path, size, full_size, problems, mask_threshold)
         loaded.mask, loaded.stats = from_mask.mask, from_mask.stats
     return loaded
 
@@ -167,7 +244,7 @@ def materialise(catalogue: Catalogue, size: int | None, problems: Problems):
     jobs = list(zip(table["image_path"].tolist(), masks))
     # PIL releases the GIL while decoding, so threads give real parallelism on the machine's cores.
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        loaded = list(pool.map(lambda job: load_record(job[0], job[1], size), jobs))
+        loaded = list(pool.map(lambda job: load_record(job[0], job[1], size, catalogue.mask_threshold), jobs))
     for item in loaded:
         problems.extend(item.problems)
     if catalogue.has_masks:

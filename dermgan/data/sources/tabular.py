@@ -12,10 +12,8 @@ import numpy as np
 import pandas as pd
 
 from dermgan.data.sources.common import (
-    SPLITS,
     Catalogue,
     Problems,
-    assign_splits,
     check_classes,
     check_root,
     clean_text,
@@ -29,8 +27,8 @@ from dermgan.data.sources.common import (
     pick_column,
     read_csv,
     resolve_images,
-    split_groups,
 )
+from dermgan.data.splits import SPLITS
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,8 @@ class TableSpec:
     mask: Col | None = None  # column naming a mask file
     mask_dir: str | None = None  # or: folder of <image_id><mask_suffix> masks, used when present
     mask_suffix: str = "_segmentation.png"
+    # masks with more than two values: lesion = value >= this share of the full scale (None: refused)
+    mask_threshold: float | None = None
     split: Col | None = None  # official split column with train / val / test
     extras: tuple[str, ...] = ()  # optional CSV columns copied into the record table as they are
 
@@ -190,8 +190,7 @@ def read_table(spec: TableSpec, root: Path, problems: Problems,
     table = make_table(columns)
     # Rows whose image is missing were reported already; dropping them keeps the decode pass from repeating.
     table = table[table["image_path"].notna() & table["image_id"].notna()].reset_index(drop=True)
-    table["split"] = assign_splits(table["split"].to_numpy(dtype=object), split_groups(table))
-    return Catalogue(table, classes)
+    return Catalogue(table, classes, mask_threshold=spec.mask_threshold)
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -219,6 +218,9 @@ HAM10000 = TableSpec(
     malignant_classes=HAM10000_MALIGNANT,
     lesion=Col(("lesion_id",)),
     mask_dir="HAM10000_segmentations_lesion_tschandl",
+    # The official masks are 0/255; copies resized by others have anti-aliased edges (up to ~220 grey levels).
+    # Half the full scale keeps a pixel that is at least half lesion: the resize's own boundary.
+    mask_threshold=0.5,
     extras=("dx_type", "age", "sex", "localization", "dataset"),
 )
 
