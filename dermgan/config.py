@@ -94,18 +94,22 @@ class CriticConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The embedded synthetic dataset (dermgan.data.synth)."""
+    """The data every notebook of a run reads: the embedded synthetic dataset (dermgan.data.synth) or a real one."""
 
     image_size: int = 64
-    n_images: int = 4000  # train + val + test
-    val_fraction: float = 0.15
+    n_images: int = 4000  # the synthetic dataset's size (train + val + test)
+    # a real dataset's images used: at most this many, a stratified subsample that keeps lesions whole; None = all.
+    # Separate from n_images so that a real dataset is used whole unless asked otherwise
+    real_images: int | None = None
+    val_fraction: float = 0.15  # for datasets that ship no splits of their own
     test_fraction: float = 0.15
 
     def __post_init__(self):
         power_of_two = (lambda v: _whole(v) and 16 <= v <= 1024 and v & (v - 1) == 0,
                         "a power of two in [16, 1024] (the U-Net halves it down to 1 px)")
         _validate(self, "data", image_size=power_of_two, n_images=AT_LEAST_1, val_fraction=FRACTION,
-                  test_fraction=FRACTION)
+                  test_fraction=FRACTION,
+                  real_images=(lambda v: v is None or (_whole(v) and v >= 1), "None (all) or an integer >= 1"))
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"data.val_fraction + data.test_fraction must be < 1 (training needs images), got "
                              f"{self.val_fraction} + {self.test_fraction}")

@@ -114,7 +114,7 @@ def _read_cache(folder) -> SkinData:
                     arrays["skin_masks"], table, arrays["healthy"])
 
 
-def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 64, n_images: int = 4000,
+def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 64, n_images: int | None = 4000,
                  seed: int = 0, cache_dir=None, val_fraction: float = 0.15,
                  test_fraction: float = 0.15) -> SkinData:
     """The dataset a notebook works on, as SkinData.
@@ -145,9 +145,11 @@ def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 6
 
 
 def load_for_run(ctx) -> SkinData:
-    """load_dataset with everything taken from a dermgan.runtime.RunContext; cached in <run_dir>/data."""
+    """load_dataset with everything taken from a dermgan.runtime.RunContext; cached in <run_dir>/data. A real
+    dataset is capped by the profile's `real_images` (None: all of it), the synthetic one has `n_images`."""
     cfg = ctx.profile.data
-    return load_dataset(ctx.dataset, ctx.data_root, image_size=cfg.image_size, n_images=cfg.n_images,
+    n_images = cfg.n_images if ctx.dataset == "synthetic" else cfg.real_images
+    return load_dataset(ctx.dataset, ctx.data_root, image_size=cfg.image_size, n_images=n_images,
                         seed=ctx.seed, cache_dir=ctx.run_dir / "data", val_fraction=cfg.val_fraction,
                         test_fraction=cfg.test_fraction)
 
