@@ -19,6 +19,12 @@ directory's run.json before anything runs (dermgan.runtime.claim_run_dir); noteb
 parameter receive it, and every other notebook's `runtime.start` takes it from run.json. A run directory made
 with other settings is refused, naming the difference and the way out.
 
+Checks. Everything a notebook would refuse later is checked in one pass before anything is written
+(refuse_bad_request): the values above, the seed, device and kernel, the dataset (its name, data root and
+record table, read without a pixel), what the notebooks need of it, their own parameters (PARAMETER_CHECKS)
+and the run and output folders. RunRefused lists every problem found, one line each; a refused command writes
+nothing.
+
 Records. Executed notebooks are written to a temporary file and moved in place only when the notebook completed;
 a failed or interrupted one is kept beside the good copy as NN_name.failed.ipynb / NN_name.interrupted.ipynb, and
 the manifest (written atomically) says so.
