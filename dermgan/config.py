@@ -200,7 +200,8 @@ class AugmentationConfig:
         _validate(self, "augmentation", seeds=AT_LEAST_1, architecture=one_of("small", "resnet18"),
                   weights=or_none((lambda v: isinstance(v, str) and v != "", "a file name")),
                   width=at_least(2, "SkinClassifier"), epochs=AT_LEAST_1, max_ratio=POSITIVE,
-                  melanoma_keep=FRACTION, n_bootstrap=AT_LEAST_1)
+                  melanoma_keep=(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (0 keeps nothing to "
+                                 "top up)"), n_bootstrap=AT_LEAST_1)
         if self.weights is not None and self.architecture != "resnet18":
             raise ValueError(f"augmentation.weights is a ResNet-18 state dict, but architecture is "
                              f"{self.architecture!r}; set architecture to resnet18 or leave weights out")

@@ -313,11 +313,9 @@ def plan_parameters(notebooks: list[Path], profile: str, common: dict, overrides
     clash = [k for k in overrides if k in COMMON_PARAMETERS]
     if clash:
         problems.append(f"set {clash} with their own options (--profile, --seed, ...), not -p")
-    series = {}
-    for name in [n for n in overrides if n in SERIES_PARAMETERS]:
-        series[name] = attempt(problems, "", convert, series_parameter(name), overrides[name])
-    series = {name: value for name, value in series.items() if value is not REFUSED}
-    if len(series) < len([n for n in overrides if n in SERIES_PARAMETERS]):
+    series = {name: attempt(problems, "", convert, series_parameter(name), value)
+              for name, value in overrides.items() if name in SERIES_PARAMETERS}
+    if REFUSED in series.values():
         series = None  # a value of the wrong type, refused above
     elif attempt(problems, "", get_profile(profile).replace, data=series) is REFUSED:
         problems[-1] += " (a setting of the whole run)"
