@@ -115,23 +115,48 @@ def paired_seed_difference(baseline: list[float], arm: list[float], level: float
 
 
 def class_counts(data: SkinData) -> np.ndarray:
-    return np.bincount(data.table["label"].to_numpy(np.int64), minlength=len(data.classes))
+    return label_counts(data.table, len(data.classes))
+
+
+def label_counts(table: pd.DataFrame, n_classes: int) -> np.ndarray:
+    return np.bincount(table["label"].to_numpy(np.int64), minlength=n_classes)
 
 
 def rare_malignant_classes(train: SkinData, names=None) -> list[int]:
     """Class indices of the rare malignant classes (see the module docstring), or of the classes `names`."""
+    return rare_classes_of(train.name, train.classes, train.table, names)
+
+
+def rare_classes_of(dataset: str, classes, table: pd.DataFrame, names=None) -> list[int]:
+    """rare_malignant_classes from a record table of the training images alone (its `label` and `malignant`
+    columns): the pipeline checks 07's choice with it before any pixel is read."""
     if names:
-        unknown = [n for n in names if n not in train.classes]
+        unknown = [n for n in names if n not in classes]
         if unknown:
-            raise ValueError(f"rare_classes {unknown} are not classes of {train.name}: {list(train.classes)}")
-        return [train.classes.index(n) for n in names]
-    counts = class_counts(train)
-    malignant = train.table.groupby("label")["malignant"].agg(lambda s: bool(pd.Series(s).fillna(False).any()))
-    rare = [c for c in range(len(train.classes)) if malignant.get(c, False) and counts[c] < counts.max() / 2]
+            raise ValueError(f"rare_classes {unknown} are not classes of {dataset}: {list(classes)}")
+        return [classes.index(n) for n in names]
+    counts = label_counts(table, len(classes))
+    malignant = table.groupby("label")["malignant"].agg(lambda s: bool(pd.Series(s).fillna(False).any()))
+    rare = [c for c in range(len(classes)) if malignant.get(c, False) and counts[c] < counts.max() / 2]
     if not rare:
-        raise ValueError(f"{train.name}: no malignant class has fewer than half the images of the largest class; "
-                         "name the classes to top up with the rare_classes parameter")
+        raise ValueError(f"{dataset}: no malignant class has fewer than half the images of the largest "
+                         "class; name the classes to top up with the rare_classes parameter")
     return rare
+
+
+def mark_rare(table: pd.DataFrame, classes, rare: list[int]) -> pd.DataFrame:
+    """summary_table's frame with a `rare_class` column, True on the recall rows of the classes `rare`: how
+    07's table tells its readers (09) which classes it topped up, a choice its rare_classes parameter may have
+    made."""
+    return table.assign(rare_class=table["metric"].isin([f"recall_{classes[c]}" for c in rare]))
+
+
+def recorded_rare(table: pd.DataFrame, classes) -> list[int] | None:
+    """The classes mark_rare marked in `table` (read back from CSV); None for a table written without them."""
+    if "rare_class" not in table:
+        return None
+    marked = table.loc[table["rare_class"].astype(bool), "metric"].unique()
+    return sorted(list(classes).index(metric.removeprefix("recall_")) for metric in marked)
 
 
 def top_up_counts(train: SkinData, rare: list[int], max_ratio: float) -> dict[int, int]:

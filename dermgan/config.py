@@ -16,11 +16,17 @@ from dataclasses import dataclass, field
 
 
 def _validate(config, section: str, **rules) -> None:
-    """Refuse a value outside its range with one line naming it: 'data.image_size must be ..., got 48'.
+    """Refuse every value outside its range, in one line naming each: 'data.image_size must be ..., got 48'.
 
     Each rule is (test, what is expected); every profile and every override passes through here, so a bad
-    `-p` value is refused before anything runs.
+    `-p` value is refused before anything runs. Every field needs a rule: a field added without one is a
+    programming error, reported when the profiles are built (at import).
     """
+    unruled = [f.name for f in dataclasses.fields(config) if f.name not in rules]
+    if unruled:
+        raise TypeError(f"{type(config).__name__} fields {unruled} have no range rule; add one to its "
+                        "__post_init__")
+    wrong = []
     for name, (test, expected) in rules.items():
         value = getattr(config, name)
         try:
@@ -28,24 +34,50 @@ def _validate(config, section: str, **rules) -> None:
         except TypeError:  # e.g. a string compared with a number
             ok = False
         if not ok:
-            raise ValueError(f"{section}.{name} must be {expected}, got {value!r}")
+            wrong.append(f"{section}.{name} must be {expected}, got {value!r}")
+    if wrong:
+        raise ValueError("; ".join(wrong))
 
 
 def _whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 AT_LEAST_1 = (lambda v: _whole(v) and v >= 1, "an integer >= 1")
 AT_LEAST_0 = (lambda v: _whole(v) and v >= 0, "an integer >= 0")
-FRACTION = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
-POSITIVE = (lambda v: v > 0, "a number > 0")
-NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+FRACTION = (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
+BELOW_1 = (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")  # Adam's betas, EMA decay
+POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
+NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "a number >= 0")
+FLAG = (lambda v: isinstance(v, bool), "true or false")
+# Image sizes: the renderer draws 32..512 px (dermgan.data.synth takes its limits from here) and the U-Net
+# halves a power of two down to 1 px, so a size must be both.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
+IMAGE_SIZE = (lambda v: _whole(v) and MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE and v & (v - 1) == 0,
+              f"a power of two in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] (the renderer's range; the U-Net "
+              "halves it down to 1 px)")
+
+
+def at_least(minimum: int, why: str = ""):
+    return (lambda v: _whole(v) and v >= minimum, f"an integer >= {minimum}" + (f" ({why})" if why else ""))
+
+
+def or_none(rule):
+    test, expected = rule
+    return (lambda v: v is None or test(v), f"{expected}, or None")
 
 
 def one_of(*choices):
     return (lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
 
 
+AMP = one_of("auto", "bf16", "fp16", "off")
+NORM = one_of("batch", "instance", "none")
+GAN_LOSS = one_of("vanilla", "lsgan", "hinge")
 AUGMENT_POLICIES = ("colour", "translation", "cutout", "dihedral")  # dermgan.diffaugment
 
 
@@ -83,13 +115,17 @@ class CriticConfig:
 
     def __post_init__(self):
         parse_policy(self.augment)  # an unknown transform is named
-        below_one = (lambda v: 0 <= v < 1, "a number in [0, 1)")
-        _validate(self, self.SECTION, augment_p=FRACTION, ada_target=below_one, ada_images=AT_LEAST_1,
-                  ada_interval=AT_LEAST_1, r1_gamma=NON_NEGATIVE, r1_every=AT_LEAST_1, lecam_weight=NON_NEGATIVE,
-                  lecam_decay=below_one)
+        _validate(self, self.SECTION, augment=(lambda v: isinstance(v, str), "a policy string"),
+                  augment_p=FRACTION, ada_target=BELOW_1, ada_images=AT_LEAST_1, ada_interval=AT_LEAST_1,
+                  r1_gamma=NON_NEGATIVE, r1_every=AT_LEAST_1, lecam_weight=NON_NEGATIVE, lecam_decay=BELOW_1,
+                  **self.rules())
         if self.ada_target and not self.augment:
             raise ValueError(f"{self.SECTION}.ada_target adapts the probability of augmentation: name an augment "
                              "policy too (augment='translation,cutout', ...)")
+
+    def rules(self) -> dict:
+        """The range rules of a section's own fields (each family's section adds its own)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -105,11 +141,8 @@ class DataConfig:
     test_fraction: float = 0.15
 
     def __post_init__(self):
-        power_of_two = (lambda v: _whole(v) and 16 <= v <= 1024 and v & (v - 1) == 0,
-                        "a power of two in [16, 1024] (the U-Net halves it down to 1 px)")
-        _validate(self, "data", image_size=power_of_two, n_images=AT_LEAST_1, val_fraction=FRACTION,
-                  test_fraction=FRACTION,
-                  real_images=(lambda v: v is None or (_whole(v) and v >= 1), "None (all) or an integer >= 1"))
+        _validate(self, "data", image_size=IMAGE_SIZE, n_images=AT_LEAST_1, val_fraction=FRACTION,
+                  test_fraction=FRACTION, real_images=or_none(AT_LEAST_1))
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"data.val_fraction + data.test_fraction must be < 1 (training needs images), got "
                              f"{self.val_fraction} + {self.test_fraction}")
@@ -170,17 +203,19 @@ class DermGANConfig(CriticConfig):
     log_every: int = 25
     n_eval: int = 0  # held-out test maps turned into samples.npz (0 = the whole test split)
 
-    def __post_init__(self):
-        super().__post_init__()
-        _validate(self, "dermgan", base_filters=AT_LEAST_1, steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
-                  beta1=FRACTION, decay_start=FRACTION, lambda_l1=NON_NEGATIVE,
-                  gan_loss=one_of("vanilla", "lsgan", "hinge"), norm=one_of("batch", "instance", "none"),
-                  dropout=FRACTION, d_layers=AT_LEAST_1, upsample=one_of("transpose", "resize", "bilinear"),
-                  resize_padding=one_of("zeros", "reflect"), lambda_lesion=NON_NEGATIVE, n_scales=AT_LEAST_1,
-                  lambda_fm=NON_NEGATIVE, encoding=one_of("colour", "onehot"),
-                  ema_decay=(lambda v: 0 <= v < 1, "a number in [0, 1)"), amp=one_of("auto", "bf16", "fp16", "off"),
-                  num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0,
-                  log_every=AT_LEAST_1, n_eval=AT_LEAST_0)
+    def rules(self) -> dict:
+        padding = one_of("zeros", "reflect")
+        jitter = (lambda v: _number(v) and v >= 1, "a number >= 1 (1 = off)")
+        return dict(base_filters=AT_LEAST_1, steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
+                    beta1=BELOW_1, decay_start=FRACTION, lambda_l1=NON_NEGATIVE, gan_loss=GAN_LOSS, norm=NORM,
+                    dropout=FRACTION, d_layers=AT_LEAST_1, upsample=one_of("transpose", "resize", "bilinear"),
+                    resize_padding=padding, encoder_padding=padding, lambda_lesion=NON_NEGATIVE,
+                    n_scales=AT_LEAST_1, lambda_fm=NON_NEGATIVE, encoding=one_of("colour", "onehot"),
+                    ablation=FLAG, ablation_steps=AT_LEAST_1, seeds=AT_LEAST_1, lr_d=or_none(POSITIVE),
+                    d_norm=or_none(NORM), augment_flip=FLAG, augment_jitter=jitter, ema_decay=BELOW_1,
+                    eval_weights=one_of("ema", "raw"), amp=AMP, compile=FLAG, num_workers=AT_LEAST_0,
+                    checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0, log_every=AT_LEAST_1,
+                    n_eval=AT_LEAST_0)
 
 
 @dataclass(frozen=True)
@@ -196,8 +231,9 @@ class ClassifierConfig:
     augment: bool = True  # random horizontal / vertical flips
 
     def __post_init__(self):
-        _validate(self, "classifier", width=AT_LEAST_1, epochs=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
-                  weight_decay=NON_NEGATIVE, balance=one_of("sampler", "loss", "none"))
+        _validate(self, "classifier", width=at_least(2, "SkinClassifier"), epochs=AT_LEAST_1,
+                  batch_size=AT_LEAST_1, lr=POSITIVE, weight_decay=NON_NEGATIVE,
+                  balance=one_of("sampler", "loss", "none"), augment=FLAG)
 
 
 @dataclass(frozen=True)
@@ -212,6 +248,16 @@ class AugmentationConfig:
     max_ratio: float = 2.0  # synthetic images per real image of a rare class, at most
     melanoma_keep: float = 0.25  # MelanoGAN protocol: share of the training melanomas kept
     n_bootstrap: int = 1000  # test-set bootstrap replicates
+
+    def __post_init__(self):
+        _validate(self, "augmentation", seeds=AT_LEAST_1, architecture=one_of("small", "resnet18"),
+                  weights=or_none((lambda v: isinstance(v, str) and v != "", "a file name")),
+                  width=at_least(2, "SkinClassifier"), epochs=AT_LEAST_1, max_ratio=POSITIVE,
+                  melanoma_keep=(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (0 keeps nothing to "
+                                 "top up)"), n_bootstrap=AT_LEAST_1)
+        if self.weights is not None and self.architecture != "resnet18":
+            raise ValueError(f"augmentation.weights is a ResNet-18 state dict, but architecture is "
+                             f"{self.architecture!r}; set architecture to resnet18 or leave weights out")
 
 
 @dataclass(frozen=True)
@@ -242,8 +288,13 @@ class LesionEditConfig(CriticConfig):
     classifier_epochs: int = 3  # the small classifier that checks added conditions (~1 min per epoch at cpu)
     ema_decay: float = 0.0  # EMA of the generators (0 = off); the evaluated generators are the EMA when kept
 
-    def __post_init__(self):
-        super().__post_init__()
+    def rules(self) -> dict:
+        return dict(base_filters=AT_LEAST_1, n_res_blocks=AT_LEAST_0, norm=NORM, d_layers=AT_LEAST_1,
+                    gan_loss=GAN_LOSS, steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE, beta1=BELOW_1,
+                    decay_start=FRACTION, lambda_relevancy=NON_NEGATIVE, lambda_pixel=NON_NEGATIVE,
+                    lambda_cycle=NON_NEGATIVE, lambda_identity=NON_NEGATIVE, checkpoint_every=AT_LEAST_0,
+                    sample_every=AT_LEAST_0, log_every=AT_LEAST_1, n_eval=AT_LEAST_0, classifier_epochs=AT_LEAST_1,
+                    ema_decay=BELOW_1)
 
 
 @dataclass(frozen=True)
@@ -263,9 +314,8 @@ class MetricsConfig:
 
     def __post_init__(self):
         _validate(self, "metrics", inception_precision=one_of("fp32", "bf16"),
-                  n_samples=AT_LEAST_1, n_bootstrap=AT_LEAST_1,
-                  kid_subset_size=(lambda v: _whole(v) and v >= 2, "an integer >= 2"), min_group=AT_LEAST_1,
-                  ssim_pairs=AT_LEAST_1, batch_size=AT_LEAST_1)
+                  n_samples=AT_LEAST_1, n_bootstrap=AT_LEAST_1, kid_subset_size=at_least(2), inception=FLAG,
+                  min_group=AT_LEAST_1, ssim_pairs=AT_LEAST_1, batch_size=AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -311,8 +361,16 @@ class MelanoGANConfig(CriticConfig):
 
     SECTION = "melanogan"
 
-    def __post_init__(self):
-        super().__post_init__()
+    def rules(self) -> dict:
+        return dict(steps=AT_LEAST_1, batch_size=AT_LEAST_1, noise_dim=AT_LEAST_1, gan_loss=GAN_LOSS, lr=POSITIVE,
+                    beta1=BELOW_1, decay_start=FRACTION, base_filters=AT_LEAST_1, max_filters=AT_LEAST_1,
+                    pyramid_levels=at_least(2, "a Laplacian pyramid"), level_filters=AT_LEAST_1,
+                    level_layers=at_least(2, "conv layers per level"), noise_channels=AT_LEAST_1,
+                    melanoma_only=FLAG, furger=FLAG, furger_noise_dim=AT_LEAST_1, furger_filters=AT_LEAST_1,
+                    furger_d_filters=AT_LEAST_1, furger_lr=POSITIVE, furger_beta1=BELOW_1,
+                    label_smoothing=BELOW_1, furger_dropout=BELOW_1, amp=AMP, compile=FLAG,
+                    num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0,
+                    log_every=AT_LEAST_1, ema_decay=BELOW_1)
 
 
 @dataclass(frozen=True)
@@ -322,6 +380,9 @@ class TuringConfig:
     n_per_model: int = 10  # synthetic images per model; as many real ones as all models' together
     n_bootstrap: int = 1000  # replicates of the rater-and-item bootstrap intervals
     c2st_steps: int = 200  # real-vs-generated classifier steps (width, batch, lr: classifier section)
+
+    def __post_init__(self):
+        _validate(self, "turing", n_per_model=AT_LEAST_1, n_bootstrap=AT_LEAST_1, c2st_steps=AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -343,7 +404,7 @@ class Profile:
         None values are skipped, so notebook parameters that default to None mean "the profile's value".
         An unknown section or field is an error naming it.
         """
-        changes = {}
+        changes, wrong = {}, []
         for section, values in sections.items():
             current = getattr(self, section, None)
             if not dataclasses.is_dataclass(current):
@@ -354,7 +415,12 @@ class Profile:
                 raise ValueError(f"unknown field(s) {sorted(unknown)} in profile section {section!r}; "
                                  f"known: {sorted(known)}")
             kept = {k: v for k, v in values.items() if v is not None}
-            changes[section] = dataclasses.replace(current, **kept)
+            try:
+                changes[section] = dataclasses.replace(current, **kept)
+            except ValueError as error:  # every section is checked, so one message names every bad value
+                wrong.append(str(error))
+        if wrong:
+            raise ValueError("; ".join(wrong))
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:

@@ -19,6 +19,12 @@ directory's run.json before anything runs (dermgan.runtime.claim_run_dir); noteb
 parameter receive it, and every other notebook's `runtime.start` takes it from run.json. A run directory made
 with other settings is refused, naming the difference and the way out.
 
+Checks. Everything a notebook would refuse later is checked in one pass before anything is written
+(refuse_bad_request): the values above, the seed, device and kernel, the dataset (its name, data root and
+record table, read without a pixel), what the notebooks need of it, their own parameters (PARAMETER_CHECKS)
+and the run and output folders. RunRefused lists every problem found, one line each; a refused command writes
+nothing.
+
 Records. Executed notebooks are written to a temporary file and moved in place only when the notebook completed;
 a failed or interrupted one is kept beside the good copy as NN_name.failed.ipynb / NN_name.interrupted.ipynb, and
 the manifest (written atomically) says so.
@@ -45,10 +51,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 
-from dermgan.config import PROFILES, DataConfig, get_profile
-from dermgan.runtime import (claim_run_dir, environment_report, project_root, resolve_run_dir, run_identity,
-                             run_name, write_text_atomic)
+from dermgan.config import PROFILES, DataConfig, Profile, get_profile
+from dermgan.runtime import (check_run_dir, claim_run_dir, environment_report, pick_device, project_root,
+                             resolve_run_dir, run_identity, run_name, write_text_atomic)
 
 COMMON_PARAMETERS = ("profile", "run_dir", "seed", "device", "dataset", "data_root")
 SERIES_PARAMETERS = tuple(f.name for f in dataclasses.fields(DataConfig))  # define the shared data cache
@@ -281,54 +289,350 @@ def series_parameter(name: str) -> Parameter:
 
 @dataclass
 class Plan:
-    """What each notebook receives and the data settings the whole run uses."""
+    """What each notebook receives and the data settings the whole run uses, and what is wrong with them."""
 
     parameters: dict[Path, dict]
-    series: dict  # data-section values given with -p (image_size, n_images, ...)
+    series: dict | None  # data-section values given with -p (image_size, n_images, ...); None: refused
+    declared: dict[Path, dict[str, Parameter]]  # each notebook's typed parameters
+    profiles: dict[Path, Profile | None]  # the profile each notebook's start() builds (None: refused)
+    problems: list[str]  # one line each; the run is refused unless empty
 
 
 def plan_parameters(notebooks: list[Path], profile: str, common: dict, overrides: dict) -> Plan:
-    """Convert and check every override against the notebooks' declared types and the profile's ranges."""
+    """Convert and check every override against the notebooks' declared types and the profile's ranges.
+
+    Every problem with the request is collected in `Plan.problems` (a notebook that is itself malformed is
+    raised at once: that is no request of the user's).
+    """
     declared = {nb: notebook_parameters(nb) for nb in notebooks}
     for nb, params in declared.items():
         missing = [p for p in COMMON_PARAMETERS if p not in params]
         if missing:
             raise PipelineError(f"{nb.name}: parameters cell lacks the common parameters {missing}")
+    problems = []
     clash = [k for k in overrides if k in COMMON_PARAMETERS]
     if clash:
-        raise PipelineError(f"set {clash} with their own options (--profile, --seed, ...), not -p")
-    series = {name: convert(series_parameter(name), value) for name, value in overrides.items()
-              if name in SERIES_PARAMETERS}
-    try:
-        get_profile(profile).replace(data=series)
-    except ValueError as error:
-        raise PipelineError(f"{error} (a setting of the whole run)") from None
+        problems.append(f"set {clash} with their own options (--profile, --seed, ...), not -p")
+    series = {name: attempt(problems, "", convert, series_parameter(name), value)
+              for name, value in overrides.items() if name in SERIES_PARAMETERS}
+    if REFUSED in series.values():
+        series = None  # a value of the wrong type, refused above
+    elif attempt(problems, "", get_profile(profile).replace, data=series) is REFUSED:
+        problems[-1] += " (a setting of the whole run)"
+        series = None  # refused once for the whole run, not again for every notebook
     for name in overrides:
-        if name not in series and not any(name in params for params in declared.values()):
+        if name not in SERIES_PARAMETERS and not any(name in params for params in declared.values()):
             selected = ", ".join(nb.stem for nb in notebooks)
-            raise PipelineError(f"parameter {name!r} is not declared by any selected notebook ({selected}); "
-                                f"`python -m dermgan list` shows each notebook's parameters")
-    plan = {}
+            problems.append(f"parameter {name!r} is not declared by any selected notebook ({selected}); "
+                            f"`python -m dermgan list` shows each notebook's parameters")
+    plan, profiles = {}, {}
     for nb, params in declared.items():
-        values = {name: convert(params[name], value, nb.name) for name, value in overrides.items()
-                  if name in params}
-        values.update({name: value for name, value in series.items() if name in params})
-        dry_run_profile(nb, profile, params, {**series, **values})
+        values = {name: attempt(problems, "", convert, params[name], value, nb.name)
+                  for name, value in overrides.items() if name in params and name not in SERIES_PARAMETERS}
+        values = {name: value for name, value in values.items() if value is not REFUSED}
+        values.update({name: value for name, value in (series or {}).items() if name in params})
+        built = attempt(problems, f"{nb.name}: ", dry_run_profile, profile, params,
+                        {**(series or {}), **values})
+        profiles[nb] = None if built is REFUSED else built
         plan[nb] = {**common, **values}
-    return Plan(plan, series)
+    return Plan(plan, series, declared, profiles, problems)
 
 
-def dry_run_profile(notebook: Path, profile: str, params: dict[str, Parameter], values: dict) -> None:
-    """Apply the values to the profile as the notebook's start() will, so that a bad range fails now."""
+REFUSED = object()  # what `attempt` returns for a refused value
+
+
+def attempt(problems: list[str], prefix: str, action, *args, **kwargs):
+    """action(*args, **kwargs), or REFUSED with its one-line reason added to `problems`."""
+    try:
+        return action(*args, **kwargs)
+    except RunRefused as refused:
+        problems.extend(prefix + problem for problem in refused.problems)
+    except (PipelineError, ValueError) as error:
+        problems.append(prefix + str(error))
+    return REFUSED
+
+
+def dry_run_profile(profile: str, params: dict[str, Parameter], values: dict) -> Profile:
+    """The profile the notebook's start() will build from the values, so that a bad range fails now."""
     sections: dict[str, dict] = {}
     for name, value in values.items():
         target = params[name].target if name in params else series_parameter(name).target
         if target:
             sections.setdefault(target[0], {})[target[1]] = value
+    return get_profile(profile).replace(**sections)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+class RunRefused(PipelineError):
+    """Everything wrong with a run request, found in one pass before anything is written; one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(dict.fromkeys(problems))  # in the order found, each once
+        listed = "".join(f"\n  - {problem}" for problem in self.problems)
+        many = f"{len(self.problems)} problems; nothing was run or written:{listed}"
+        super().__init__(self.problems[0] if len(self.problems) == 1 else many)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A run as asked for on the command line, before anything is written."""
+
+    profile: str
+    seed: int
+    device: str
+    dataset: str
+    data_root: str | None
+    run_dir: Path  # absolute
+    output_dir: Path
+    notebooks_dir: Path
+    kernel: str
+
+
+@dataclass(frozen=True)
+class Records:
+    """The run's dataset as the checks need it, read without a pixel: class names, and per image its `label`,
+    `malignant` flag and `split`."""
+
+    name: str
+    classes: tuple[str, ...]
+    table: pd.DataFrame
+
+    def train(self) -> pd.DataFrame:
+        return self.table[self.table["split"] == "train"]
+
+
+# Notebooks that train a classifier over the dataset's classes, which takes two of them at least: 05 (the
+# domain features of every metric) and 07 (every arm). Numbered as in notebooks/.
+CLASSIFIER_NOTEBOOKS = ("05", "07")
+
+
+def refuse_bad_request(request: Request, notebooks: list[Path], plan: Plan) -> None:
+    """Every check a notebook would otherwise make later, made now; RunRefused lists every problem found.
+
+    Nothing is written: no run directory, no run.json, no output folder, no manifest.
+    """
+    problems = list(plan.problems) + setting_problems(request) + folder_problems(request)
+    records = None
+    if plan.series is not None and "n_images" in plan.series and request.dataset != "synthetic":
+        problems.append(f"n_images sets the size of the synthetic dataset; {request.dataset} is used whole "
+                        "unless capped by real_images (-p real_images=N)")
+    if plan.series is not None:  # the data settings are valid: check the data and the run dir's record
+        resolved = get_profile(request.profile).replace(data=plan.series)
+        identity = run_identity(resolved, request.seed, request.dataset, request.data_root)
+        attempt(problems, "", check_run_dir, request.run_dir, identity)
+        readable = request.dataset == "synthetic" or request.data_root is not None
+        if dataset_known(request.dataset) and readable:
+            records = attempt(problems, "", read_run_records, request, resolved.data)
+            records = None if records is REFUSED else records
+        if records is not None:
+            problems += data_problems(records, resolved.data, request)
+    for notebook in notebooks:
+        if plan.profiles[notebook] is not None:
+            problems += notebook_problems(notebook, plan.declared[notebook], plan.parameters[notebook],
+                                          plan.profiles[notebook], records, request)
+    if problems:
+        raise RunRefused(problems)
+
+
+def setting_problems(request: Request) -> list[str]:
+    """The seed, the device, the kernel and the dataset's name."""
+    problems = []
+    if request.seed < 0:
+        problems.append(f"--seed must be an integer >= 0 (numpy seeds the data splits with it), got "
+                        f"{request.seed}")
+    attempt(problems, "", pick_device, request.device)
+    attempt(problems, "", check_kernel, request.kernel)
+    if not dataset_known(request.dataset):
+        from dermgan.data.sources import SOURCES
+
+        problems.append(f"unknown dataset {request.dataset!r}; use synthetic or a real source: "
+                        f"{', '.join(SOURCES)}")
+    elif request.dataset != "synthetic" and request.data_root is None:
+        problems.append(f"dataset {request.dataset} is read from a folder: give --data-root (the layouts are "
+                        "in docs/real_datasets.md)")
+    return problems
+
+
+def dataset_known(name: str) -> bool:
+    from dermgan.data.sources import SOURCES
+
+    return name == "synthetic" or name in SOURCES
+
+
+def folder_problems(request: Request) -> list[str]:
+    """The output folder must not be the notebooks' own, and both folders must be writable."""
+    problems = []
+    notebooks, output = request.notebooks_dir.resolve(), request.output_dir.resolve()
+    if output == notebooks or notebooks in output.parents:
+        problems.append(f"--output-dir {request.output_dir} is inside the notebooks folder "
+                        f"{request.notebooks_dir}: the executed copies would replace the sources; choose "
+                        "another --output-dir")
+    for what, folder, option in (("run dir", request.run_dir, "--run-dir"),
+                                 ("output dir", request.output_dir, "--output-dir")):
+        why = unwritable(folder)
+        if why:
+            problems.append(f"{what} {folder} cannot be written: {why}; choose another {option} or fix the "
+                            f"permissions")
+    return problems
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why `folder` (or, where it does not exist yet, the folder it would be made in) cannot be written, or
+    None; nothing is created to find out. A run writes into the subfolders it finds, so they count too."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    inside = [existing] + ([Path(top) / name for top, names, _ in os.walk(existing) for name in names]
+                           if existing == Path(folder) else [])
+    blocked = [str(path) for path in inside if not os.access(path, os.W_OK | os.X_OK)]
+    if blocked:
+        more = f" (and {len(blocked) - 1} more folders)" if len(blocked) > 1 else ""
+        return f"{blocked[0]} is read-only{more}"
+    return None
+
+
+def read_run_records(request: Request, data: DataConfig) -> Records:
+    """The dataset the run's notebooks will load, without rendering or decoding a pixel: the synthetic
+    dataset's labels and splits, or a real dataset's record table (every problem of its folder listed, one
+    line each)."""
+    from dermgan.data.conditions import CONDITION_NAMES, MALIGNANT
+    from dermgan.data.dataset import synthetic_labels_and_splits
+    from dermgan.data.sources import SourceError, read_records
+    from dermgan.data.sources.common import MAX_LISTED
+
+    if request.dataset == "synthetic":
+        labels, splits = synthetic_labels_and_splits(data.n_images, request.seed, data.val_fraction,
+                                                     data.test_fraction)
+        table = pd.DataFrame({"label": labels, "malignant": np.asarray(MALIGNANT)[labels], "split": splits})
+        return Records("synthetic", CONDITION_NAMES, table)
+    root = Path(request.data_root).expanduser()
+    if not root.is_dir():
+        raise RunRefused([f"--data-root {request.data_root} is not a folder; give the folder that holds "
+                          f"{request.dataset} (the layouts are in docs/real_datasets.md)"])
     try:
-        get_profile(profile).replace(**sections)
-    except ValueError as error:
-        raise PipelineError(f"{notebook.name}: {error}") from None
+        table = read_records(request.dataset, root, n_images=data.real_images, val_fraction=data.val_fraction,
+                             test_fraction=data.test_fraction)  # settings that cannot apply are refused here
+    except SourceError as error:
+        listed = [f"{request.dataset}: {source_problem(p)}" for p in error.problems[:MAX_LISTED]]
+        more = len(error.problems) - MAX_LISTED
+        tail = [f"{request.dataset}: ... and {more} more (dermgan.data.sources.verify lists them all)"]
+        raise RunRefused(listed + (tail if more > 0 else [])) from None
+    names = table.drop_duplicates("label").set_index("label")["condition"]
+    classes = tuple(str(names.get(i, f"(class {i}: no images)")) for i in range(table["label"].max() + 1))
+    return Records(request.dataset, classes, table)
+
+
+def source_problem(problem) -> str:
+    """A reader's Problem on one line: a layout drawn below its message is referred to, not repeated."""
+    first = str(problem).splitlines()[0]
+    return first[:-1] + " in docs/real_datasets.md" if first.endswith(":") else first
+
+
+def data_problems(records: Records, data: DataConfig, request: Request) -> list[str]:
+    """The synthetic dataset must have every class in every split, as its stratified split promises."""
+    if records.name != "synthetic":
+        return []
+    missing = classes_missing_a_split(data.n_images, data, request.seed)
+    if not missing:
+        return []
+    smallest = smallest_synthetic_size(data, request.seed)
+    way_out = f"use n_images >= {smallest}" if smallest else "lower val_fraction / test_fraction"
+    return [f"data.n_images = {data.n_images} is too few: the synthetic classes {', '.join(missing)} would "
+            f"miss a train, val or test image; {way_out} (every class then has one in each split)"]
+
+
+def classes_missing_a_split(n_images: int, data: DataConfig, seed: int) -> list[str]:
+    """Synthetic classes without an image in a split that gets some (train always; val and test when their
+    fraction is above 0), at n_images."""
+    from dermgan.data.conditions import CONDITION_NAMES
+    from dermgan.data.dataset import synthetic_labels_and_splits
+
+    labels, splits = synthetic_labels_and_splits(n_images, seed, data.val_fraction, data.test_fraction)
+    wanted = ["train"] + [s for s, f in (("val", data.val_fraction), ("test", data.test_fraction)) if f > 0]
+    return [name for c, name in enumerate(CONDITION_NAMES)
+            if not all(((labels == c) & (splits == split)).any() for split in wanted)]
+
+
+def smallest_synthetic_size(data: DataConfig, seed: int) -> int | None:
+    """The smallest n_images above data.n_images at which every synthetic class has an image in every split
+    (None when there is none below 100 times it)."""
+    return next((n for n in range(data.n_images + 1, 100 * data.n_images + 1000)
+                 if not classes_missing_a_split(n, data, seed)), None)
+
+
+def notebook_problems(notebook: Path, params: dict[str, Parameter], values: dict, profile: Profile,
+                      records: Records | None, request: Request) -> list[str]:
+    """What one notebook would refuse later: a training batch larger than the training split, a classifier
+    over fewer than two classes, and its own parameters (PARAMETER_CHECKS)."""
+    problems = []
+    if records is not None:
+        train = records.train()
+        for section in trained_sections(params, profile):
+            batch = getattr(profile, section).batch_size
+            if len(train) < batch:
+                problems.append(f"{notebook.name}: the {records.name} training split has {len(train)} "
+                                f"images, fewer than one batch of {section}.batch_size = {batch}; use a "
+                                "smaller batch_size or more images")
+        if notebook.name[:2] in CLASSIFIER_NOTEBOOKS and train["label"].nunique() < 2:
+            problems.append(f"{notebook.name}: trains a classifier over the classes, but the {records.name} "
+                            f"training split has {train['label'].nunique()} class(es); it needs 2 at least")
+    for name, check in PARAMETER_CHECKS.items():
+        if name in params:
+            value = values.get(name, params[name].default)
+            attempt(problems, f"{notebook.name}: ", check, value, profile, records, request)
+    return problems
+
+
+def trained_sections(params: dict[str, Parameter], profile: Profile) -> list[str]:
+    """The profile sections the notebook overrides that are training recipes (steps and a batch size)."""
+    sections = {p.target[0] for p in params.values() if p.target}
+    fields = {s: {f.name for f in dataclasses.fields(getattr(profile, s))} for s in sections}
+    return sorted(s for s in sections if {"steps", "batch_size"} <= fields[s])
+
+
+def check_rare_classes(value: str | None, profile: Profile, records: Records | None, *context) -> None:
+    """07 tops up the classes named, or the rare malignant ones by its rule: either must exist in the data."""
+    from dermgan.augmentation_experiment import rare_classes_of
+
+    if records is not None:
+        rare_classes_of(records.name, records.classes, records.train(), value.split(",") if value else None)
+
+
+def check_n_probe(value: int | None, *context) -> None:
+    if value is not None and value < 1:  # 06 would take 0 for "the default" and run 200 requests
+        raise ValueError(f"n_probe must be an integer >= 1, or None for the default, got {value}")
+
+
+def check_model(value: str, profile: Profile, *context) -> None:
+    from dermgan.models.dermgan import variants
+
+    known = variants(profile.dermgan, ablation=True)
+    if re.sub(r"-s\d+$", "", value) not in known:
+        raise ValueError(f"model {value!r} is not one 02 trains; use one of {', '.join(known)}, or an "
+                         "ablation run <model>-s<seed>")
+
+
+def check_weights(value: str | None, profile: Profile, records, request: Request) -> None:
+    path = Path(value).expanduser() if value else None
+    root = project_root(request.notebooks_dir)  # the notebooks' working directory
+    if path is not None and not (path if path.is_absolute() else root / path).is_file():
+        raise ValueError(f"weights {value!r}: no such file (a relative path is taken from {root})")
+
+
+def check_responses(value: str | None, profile: Profile, records, request: Request) -> None:
+    from dermgan.turing import response_files
+
+    if value is not None:
+        response_files(value, root=project_root(request.notebooks_dir))
+
+
+# Checks of notebook parameters that no profile section range covers, by parameter name (whichever notebook
+# declares it); each raises ValueError with its one-line reason.
+PARAMETER_CHECKS = {"rare_classes": check_rare_classes, "n_probe": check_n_probe, "model": check_model,
+                    "weights": check_weights, "responses": check_responses}
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -487,9 +791,12 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
     common = dict(profile=profile, run_dir=run_dir, seed=seed, device=device, dataset=dataset,
                   data_root=data_root)
     plan = plan_parameters(notebooks, profile, common, overrides or {})
-    check_kernel(kernel)
+    folder = resolve_run_dir(run_dir, create=False)
+    refuse_bad_request(Request(profile, seed, device, dataset, data_root, folder, Path(output_dir),
+                               Path(notebooks_dir), kernel), notebooks, plan)
+    # Checked: from here on the run writes.
     resolved = get_profile(profile).replace(data=plan.series)
-    claim_run_dir(resolve_run_dir(run_dir), run_identity(resolved, seed, dataset, data_root))
+    claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_orphans(output_dir, log)
     os.environ["DERMGAN_BATCH"] = "1"  # inherited by the kernels: no progress bars in executed notebooks
@@ -769,6 +1076,8 @@ def describe(error: BaseException) -> str | None:
     """One line for the errors a user can act on (None: a bug, shown with its traceback)."""
     from dermgan.train import CheckpointError
 
+    if isinstance(error, RunRefused):
+        return str(error)  # one line per problem
     if isinstance(error, (PipelineError, CheckpointError, ValueError)):
         return gist(str(error)) or type(error).__name__
     if isinstance(error, OSError):

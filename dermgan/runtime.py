@@ -289,17 +289,25 @@ def record_differences(recorded: dict, wanted: dict, prefix: str = "") -> list[s
     return found
 
 
-def claim_run_dir(run_dir: Path, identity: dict) -> None:
-    """Record what made `run_dir` on its first use (atomically); refuse a later use with other settings."""
+def check_run_dir(run_dir: Path, identity: dict) -> bool:
+    """Refuse (RunDirMismatch) a run dir made with other settings, writing nothing; True when it has no record
+    yet (its first use)."""
     recorded = read_run_record(run_dir)
     if recorded is None:
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_text_atomic(Path(run_dir) / RUN_RECORD, json.dumps({**identity, "created": created}, indent=2) + "\n")
-        return
+        return True
     differences = record_differences(recorded, identity)
     if differences:
         raise RunDirMismatch(f"run dir {run_dir} was made with other settings ({'; '.join(differences)}); "
                              f"give another run dir (--run-dir, or run_dir in the notebook) or delete {run_dir}")
+    return False
+
+
+def claim_run_dir(run_dir: Path, identity: dict) -> None:
+    """Record what made `run_dir` on its first use (atomically); refuse a later use with other settings."""
+    if check_run_dir(run_dir, identity):
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record = json.dumps({**identity, "created": created}, indent=2) + "\n"
+        write_text_atomic(Path(run_dir) / RUN_RECORD, record)
 
 
 def adopt_recorded_data(run_dir: Path, profile: Profile, asked: dict) -> dict:
@@ -332,7 +340,8 @@ def start(profile: str = "cpu", run_dir: str | None = None, seed: int = 0, devic
     """
     base = get_profile(profile)
     chosen_device = pick_device(device)
-    folder = resolve_run_dir(run_dir or f"runs/{run_name(profile, dataset)}")
+    # Created by claim_run_dir once every setting has been checked: a refused call leaves no folder behind.
+    folder = resolve_run_dir(run_dir or f"runs/{run_name(profile, dataset)}", create=False)
     overrides["data"] = adopt_recorded_data(folder, base, dict(overrides.get("data") or {}))
     resolved = base.replace(**overrides)
     claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))

@@ -1,5 +1,6 @@
 """Profiles, seeding, device choice, image conversions and the pinned environment."""
 
+import dataclasses
 import errno
 import json
 import re
@@ -66,9 +67,9 @@ def test_profile_overrides_skip_none_and_reject_unknown_fields():
 
 
 @pytest.mark.parametrize("sections, message", [
-    ({"data": {"image_size": 48}}, "data.image_size must be a power of two in \\[16, 1024\\].*got 48"),
-    ({"data": {"image_size": 2048}}, "data.image_size must be a power of two.*got 2048"),
-    ({"data": {"image_size": 8}}, "data.image_size .*got 8"),
+    ({"data": {"image_size": 48}}, "data.image_size must be a power of two in \\[32, 512\\].*got 48"),
+    ({"data": {"image_size": 1024}}, "data.image_size must be a power of two.*got 1024"),
+    ({"data": {"image_size": 16}}, "data.image_size .*got 16"),
     ({"data": {"n_images": 0}}, "data.n_images must be an integer >= 1, got 0"),
     ({"data": {"val_fraction": 1.5}}, "data.val_fraction must be a number in \\[0, 1\\], got 1.5"),
     ({"data": {"val_fraction": 0.5, "test_fraction": 0.5}}, "val_fraction \\+ data.test_fraction must be < 1"),
@@ -79,6 +80,23 @@ def test_profile_overrides_skip_none_and_reject_unknown_fields():
     ({"dermgan": {"lr": "fast"}}, "dermgan.lr must be a number > 0, got 'fast'"),
     ({"metrics": {"kid_subset_size": 1}}, "metrics.kid_subset_size must be an integer >= 2, got 1"),
     ({"classifier": {"epochs": 0}}, "classifier.epochs must be an integer >= 1, got 0"),
+    # issue 24: these sections had no range checks at all
+    ({"turing": {"c2st_steps": 0}}, "turing.c2st_steps must be an integer >= 1, got 0"),
+    ({"turing": {"n_per_model": 0}}, "turing.n_per_model must be an integer >= 1, got 0"),
+    ({"augmentation": {"seeds": 0}}, "augmentation.seeds must be an integer >= 1, got 0"),
+    ({"augmentation": {"epochs": 0}}, "augmentation.epochs must be an integer >= 1, got 0"),
+    ({"augmentation": {"architecture": "foo"}}, "augmentation.architecture must be one of 'small', 'resnet18'"),
+    ({"augmentation": {"weights": "w.pt"}}, "augmentation.weights is a ResNet-18 state dict, but architecture"),
+    ({"augmentation": {"melanoma_keep": 1.5}}, "augmentation.melanoma_keep must be a number in \\(0, 1\\]"),
+    ({"augmentation": {"melanoma_keep": 0}}, "augmentation.melanoma_keep must be a number in \\(0, 1\\]"),
+    ({"lesion_edit": {"steps": -3}}, "lesion_edit.steps must be an integer >= 1, got -3"),
+    ({"lesion_edit": {"gan_loss": "wgan"}}, "lesion_edit.gan_loss must be one of"),
+    ({"melanogan": {"steps": 0}}, "melanogan.steps must be an integer >= 1, got 0"),
+    ({"melanogan": {"pyramid_levels": 1}}, "melanogan.pyramid_levels must be an integer >= 2"),
+    ({"dermgan": {"seeds": 0}}, "dermgan.seeds must be an integer >= 1, got 0"),
+    ({"dermgan": {"beta1": 1.0}}, "dermgan.beta1 must be a number in \\[0, 1\\), got 1.0"),  # Adam refuses 1
+    ({"dermgan": {"dropout": True}}, "dermgan.dropout must be a number in \\[0, 1\\], got True"),
+    ({"classifier": {"width": 1}}, "classifier.width must be an integer >= 2"),  # SkinClassifier's minimum
 ])
 def test_profile_sections_refuse_values_out_of_range(sections, message):
     with pytest.raises(ValueError, match=message):
@@ -87,11 +105,48 @@ def test_profile_sections_refuse_values_out_of_range(sections, message):
 
 def test_ranges_accept_the_limits_and_every_shipped_profile():
     smoke = config.get_profile("smoke")
-    assert smoke.replace(data={"image_size": 16}).data.image_size == 16
-    assert smoke.replace(data={"image_size": 1024}).data.image_size == 1024
+    assert smoke.replace(data={"image_size": 32}).data.image_size == 32
+    assert smoke.replace(data={"image_size": 512}).data.image_size == 512
     assert smoke.replace(dermgan={"dropout": 0.0, "decay_start": 1.0}).dermgan.dropout == 0.0
     assert smoke.replace(dermgan={"steps": np.int64(3)}).dermgan.steps == 3  # numpy integers are integers
     assert set(config.PROFILES) == {"smoke", "cpu", "paper"}  # constructing them ran every check
+
+
+def test_every_bad_value_of_a_request_is_named_at_once():
+    with pytest.raises(ValueError) as caught:
+        config.get_profile("smoke").replace(turing={"c2st_steps": 0, "n_per_model": 0},
+                                            augmentation={"seeds": 0})
+    message = str(caught.value)
+    assert "\n" not in message
+    for name in ("turing.c2st_steps", "turing.n_per_model", "augmentation.seeds"):
+        assert f"{name} must be an integer >= 1, got 0" in message
+
+
+def test_a_section_field_without_a_range_rule_is_a_programming_error():
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        steps: int = 1
+        forgotten: int = 0
+
+        def __post_init__(self):
+            config._validate(self, "section", steps=config.AT_LEAST_1)
+
+    with pytest.raises(TypeError, match=r"Section fields \['forgotten'\] have no range rule"):
+        Section()
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 512, 1024])
+def test_the_profiles_and_the_renderer_accept_the_same_power_of_two_sizes(size):
+    from dermgan.data import synth
+
+    def accepted(check):
+        try:
+            check()
+            return True
+        except ValueError:
+            return False
+
+    assert accepted(lambda: config.DataConfig(image_size=size)) == accepted(lambda: synth.check_size(size))
 
 
 def test_every_profile_fills_every_section():
@@ -175,11 +230,11 @@ def test_a_run_dir_records_what_made_it_and_refuses_other_settings(tmp_path):
 def test_a_notebook_without_data_parameters_takes_them_from_run_json(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    identity = runtime.run_identity(config.get_profile("smoke").replace(data={"image_size": 16}), 0, "synthetic", None)
+    identity = runtime.run_identity(config.get_profile("smoke").replace(data={"image_size": 64}), 0, "synthetic", None)
     runtime.claim_run_dir(run, identity)
     ctx = runtime.start("smoke", str(run), device="cpu")
-    assert ctx.profile.data.image_size == 16
-    assert "image_size = 16 (the smoke profile says 32)" in capsys.readouterr().out
+    assert ctx.profile.data.image_size == 64
+    assert "image_size = 64 (the smoke profile says 32)" in capsys.readouterr().out
 
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):

@@ -260,12 +260,12 @@ def printed(executed: Path) -> str:
 def test_a_data_setting_reaches_every_notebook_and_typed_values_arrive_typed(tmp_path):
     notebooks, out, run = write_two_notebooks(tmp_path / "notebooks"), tmp_path / "out", tmp_path / "run"
     args = ("run", "--profile", "smoke", "--notebooks-dir", str(notebooks), "--output-dir", str(out),
-            "--run-dir", str(run), "-p", "image_size=16", "-p", "resume=false")
+            "--run-dir", str(run), "-p", "image_size=64", "-p", "resume=false")
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
-    assert "size 16 resume bool False" in printed(out / "00_declares.ipynb")
-    assert "size 16" in printed(out / "01_plain.ipynb")  # issue 8: it used to run at the profile's 32
-    assert json.loads((run / "run.json").read_text())["data"]["image_size"] == 16
+    assert "size 64 resume bool False" in printed(out / "00_declares.ipynb")
+    assert "size 64" in printed(out / "01_plain.ipynb")  # issue 8: it used to run at the profile's 32
+    assert json.loads((run / "run.json").read_text())["data"]["image_size"] == 64
     # console: one line per notebook, none of the kernel's harmless warnings, no papermill "unknown parameter"
     assert first.stdout.splitlines()[0].startswith("[1/2] 00_declares.ipynb ... ok (")
     for noise in ("without encryption", "KeyboardInterrupt", "unknown parameter", "Traceback"):
@@ -275,7 +275,7 @@ def test_a_data_setting_reaches_every_notebook_and_typed_values_arrive_typed(tmp
     # the same run directory at the profile's size is refused, naming the difference and the way out
     plain = run_cli(*args[:-4])
     assert plain.returncode == 1
-    assert "data.image_size: 16 in run.json, 32 asked for now" in plain.stderr and "--run-dir" in plain.stderr
+    assert "data.image_size: 64 in run.json, 32 asked for now" in plain.stderr and "--run-dir" in plain.stderr
 
 
 def checksums(folder: Path) -> dict:
@@ -294,11 +294,11 @@ def test_a_real_data_run_leaves_the_synthetic_results_untouched(tmp_path):
     make_ham(tmp_path / "ham", n_lesions=14)
     home = {"DERMGAN_HOME": str(tmp_path / "home")}
     common = ("run", "--profile", "smoke", "--notebooks-dir", str(notebooks))
-    synthetic = run_cli(*common, "-p", "n_images=40", env=home)
+    synthetic = run_cli(*common, "-p", "n_images=86", env=home)  # the smallest with every class in every split
     assert synthetic.returncode == 0, synthetic.stderr
     runs, executed = tmp_path / "home" / "runs", tmp_path / "home" / "papermill_runs"
     before = checksums(runs / "smoke"), checksums(executed / "smoke")
-    assert (runs / "smoke" / "marker.txt").read_text() == "synthetic 40"
+    assert (runs / "smoke" / "marker.txt").read_text() == "synthetic 86"
     real = run_cli(*common, "--dataset", "ham10000", "--data-root", str(tmp_path / "ham"), env=home)
     assert real.returncode == 0, real.stderr
     assert (checksums(runs / "smoke"), checksums(executed / "smoke")) == before

@@ -33,20 +33,30 @@ def _check_parameters(image_size, n_images, val_fraction, test_fraction) -> None
     check_settings(n_images, val_fraction, test_fraction)
 
 
+def synthetic_labels_and_splits(n_images: int, seed: int, val_fraction: float,
+                                test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Condition index and split of every image of the synthetic dataset, without rendering a pixel (the
+    pipeline checks a run's data with them before anything runs)."""
+    from dermgan.data.synth import dataset_conditions
+
+    labels = dataset_conditions(n_images, seed)
+    return labels, stratified_split(labels, val_fraction, test_fraction, seed)
+
+
 def make_synthetic(image_size: int = 64, n_images: int = 4000, seed: int = 0, val_fraction: float = 0.15,
                    test_fraction: float = 0.15, workers: int | None = None, progress=None) -> SkinData:
     """Render the synthetic dataset in memory (no cache): class counts follow the prevalences."""
     from dermgan.data.conditions import CONDITION_NAMES
-    from dermgan.data.synth import dataset_conditions, records_frame, render_images
+    from dermgan.data.synth import records_frame, render_images
 
     _check_parameters(image_size, n_images, val_fraction, test_fraction)
-    labels = dataset_conditions(n_images, seed)
+    labels, splits = synthetic_labels_and_splits(n_images, seed, val_fraction, test_fraction)
     rendered = render_images(range(n_images), labels, image_size, seed, workers=workers, progress=progress)
     table = records_frame(rendered["records"])
     table.insert(0, "image_id", [f"syn{seed}_{i:06d}" for i in range(n_images)])
     table["patient_id"] = [f"synp{seed}_{i:06d}" for i in range(n_images)]  # one synthetic patient per image
     table["lesion_id"] = [f"synl{seed}_{i:06d}" for i in range(n_images)]
-    table["split"] = stratified_split(labels, val_fraction, test_fraction, seed)
+    table["split"] = splits
     columns = list(RECORD_COLUMNS) + [c for c in table.columns if c not in RECORD_COLUMNS]
     return SkinData("synthetic", CONDITION_NAMES, rendered["images"], rendered["lesion_masks"],
                     rendered["skin_masks"], table[columns], rendered["healthy"])

@@ -33,9 +33,10 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
+from dermgan.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from dermgan.data.conditions import CONDITION_NAMES, CONDITIONS, condition_index
 
-MIN_SIZE, MAX_SIZE = 32, 512
+MIN_SIZE, MAX_SIZE = MIN_IMAGE_SIZE, MAX_IMAGE_SIZE  # one range for the renderer and the profiles
 # Bump when the pixels for a given (seed, index, size) change: it is part of the dataset cache key.
 RENDERER_VERSION = 1
 
