@@ -627,7 +627,7 @@ def mark_dead_runs_interrupted(manifest: dict) -> bool:
     pid = manifest.get("pid")
     if isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
         return False
-    stale = [e for e in manifest["notebooks"] if e["status"] == "running"]
+    stale = [e for e in manifest.get("notebooks", []) if e["status"] == "running"]
     for entry in stale:
         entry.update(status="interrupted", error="the series was killed while this notebook ran")
     return bool(stale)
