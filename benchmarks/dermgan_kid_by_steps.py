@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dermgan import metrics as M
+from dermgan.models.dermgan import read_samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
@@ -43,11 +44,11 @@ def main(argv=None) -> None:
     for folder in sorted(ctx.run_dir.glob("samples/dermgan*")):
         if not re.fullmatch(r"dermgan(-s\d+)?", folder.name):  # the main model and its 250-step seed runs
             continue
-        with np.load(folder / "samples.npz") as npz:
-            index = np.sort(rng.choice(len(npz["images"]), size=min(cfg.n_samples, len(npz["images"])),
-                                       replace=False))
-            sets[folder.name] = M.ImageSet(npz["images"][index], npz["condition"][index],
-                                           npz["fitzpatrick"][index].astype(float))
+        npz = read_samples(folder / "samples.npz")
+        n = len(npz["images"])
+        index = np.sort(rng.choice(n, size=min(cfg.n_samples, n), replace=False))
+        sets[folder.name] = M.ImageSet(npz["images"][index], npz["condition"][index],
+                                       npz["fitzpatrick"][index].astype(float))
     store = M.FeatureStore(M.get_extractor("inception"), ctx.path("metrics", "cache", ".keep").parent,
                            cfg.batch_size, ctx.device, precision=cfg.inception_precision)
     options = M.MetricOptions(store=store, n_bootstrap=cfg.n_bootstrap, seed=ctx.seed,

@@ -19,6 +19,7 @@ import pandas as pd
 
 from dermgan import metrics as M
 from dermgan.classify import metrics_classifier
+from dermgan.models.dermgan import read_samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
@@ -41,8 +42,8 @@ def main(argv=None) -> None:
     train, val = data.split("train"), data.split("val")
     rows = _report.reference_rows(np.random.default_rng(ctx.seed), cfg.n_samples, len(train))  # 05's reference
     real = M.ImageSet(train.images[rows], train.table["label"].to_numpy()[rows])
-    with np.load(ctx.run_dir / "samples" / "dermgan" / "samples.npz") as npz:
-        generated = M.ImageSet(npz["images"][: cfg.n_samples], npz["condition"][: cfg.n_samples])
+    npz = read_samples(ctx.run_dir / "samples" / "dermgan" / "samples.npz")
+    generated = M.ImageSet(npz["images"][: cfg.n_samples], npz["condition"][: cfg.n_samples])
     classifier, _ = metrics_classifier(train, val, ctx.profile.classifier,
                                        ctx.path("checkpoints", "metrics_classifier", "model.pt"),
                                        device=ctx.device, seed=ctx.seed, data_root=ctx.data_root)

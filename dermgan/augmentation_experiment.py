@@ -338,7 +338,7 @@ def build_classifier(architecture: str, n_classes: int, width: int, weights: str
     if weights:
         from dermgan.train import load_checkpoint
 
-        state = load_checkpoint(weights)
+        state = load_checkpoint(weights, verify=False)  # the user's file: no digest of ours to check
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, _ = model.load_state_dict(state, strict=False)
         if [k for k in missing if not k.startswith("fc.")]:

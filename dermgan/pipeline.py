@@ -27,7 +27,9 @@ nothing.
 
 Records. Executed notebooks are written to a temporary file and moved in place only when the notebook completed;
 a failed or interrupted one is kept beside the good copy as NN_name.failed.ipynb / NN_name.interrupted.ipynb, and
-the manifest (written atomically) says so.
+the manifest (written atomically as each notebook starts and when the series ends) says so. The series holds
+its run directory's lock (dermgan.runtime.hold_run_dir) from after its arguments are checked to its end: a
+second command on the same run directory is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ import numpy as np
 import pandas as pd
 
 from dermgan.config import PROFILES, DataConfig, Profile, get_profile
-from dermgan.runtime import (check_run_dir, claim_run_dir, environment_report, pick_device, project_root,
-                             resolve_run_dir, run_identity, run_name, write_text_atomic)
+from dermgan.runtime import (RunDirBusy, check_run_dir, claim_run_dir, environment_report, pick_device,
+                             project_root, resolve_run_dir, run_dir_lock, run_identity, run_name,
+                             write_text_atomic)
 
 COMMON_PARAMETERS = ("profile", "run_dir", "seed", "device", "dataset", "data_root")
 SERIES_PARAMETERS = tuple(f.name for f in dataclasses.fields(DataConfig))  # define the shared data cache
@@ -796,29 +799,35 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
                                Path(notebooks_dir), kernel), notebooks, plan)
     # Checked: from here on the run writes.
     resolved = get_profile(profile).replace(data=plan.series)
-    claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    remove_orphans(output_dir, log)
-    os.environ["DERMGAN_BATCH"] = "1"  # inherited by the kernels: no progress bars in executed notebooks
+    folder = resolve_run_dir(run_dir)
+    with run_dir_lock(folder):  # one writer per run directory; the kernels work under this lock
+        claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_orphans(output_dir, log)
+        os.environ["DERMGAN_BATCH"] = "1"  # inherited by the kernels: no progress bars in executed notebooks
 
-    earlier = earlier_entries(output_dir / "manifest.json", profile, log)
-    estimates = {**reference_wall_times(project_root(notebooks_dir), profile),
-                 **{e["notebook"]: e["wall_s"] for e in reversed(earlier) if e.get("status") == "ok"}}
-    manifest = new_manifest(profile, common, overrides or {}, plan.series, device, output_dir, notebooks_dir)
-    with sigterm_stops_like_ctrl_c():
-        record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir, log)
+        earlier = earlier_entries(output_dir / "manifest.json", profile, log)
+        estimates = {**reference_wall_times(project_root(notebooks_dir), profile),
+                     **{e["notebook"]: e["wall_s"] for e in reversed(earlier) if e.get("status") == "ok"}}
+        manifest = new_manifest(profile, common, overrides or {}, plan.series, device, output_dir,
+                                notebooks_dir)
+        with sigterm_stops_like_ctrl_c():
+            record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir,
+                          log)
     return manifest
 
 
 def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir, log) -> None:
-    """Execute the notebooks one by one, recording each in the manifest; the manifest is written however the
-    series ends (completed, a failure, Ctrl-C or SIGTERM)."""
+    """Execute the notebooks one by one, recording each in the manifest; the manifest is written as each
+    notebook starts (a SIGKILL leaves it "running", which the next run marks "interrupted") and however the
+    series ends (completed, a failure, Ctrl-C, SIGTERM or any other error: no entry stays "running")."""
     try:
         for position, notebook in enumerate(notebooks, 1):
             log(f"[{position}/{len(notebooks)}] {notebook.name} ...", end=" ", flush=True)
             began = time.perf_counter()
             entry = {"notebook": notebook.name, "parameters": plan.parameters[notebook], "status": "running"}
             manifest["notebooks"].append(entry)
+            write_manifest(manifest, earlier, output_dir)
             try:
                 execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel,
                         project_root(notebooks_dir))
@@ -835,15 +844,27 @@ def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, ker
                 entry["wall_s"] = round(time.perf_counter() - began, 1)
             entry["status"] = "ok"
             log(f"ok ({entry['wall_s']:.0f} s{remaining(notebooks[position:], estimates)})")
+    except BaseException as error:  # anything else (a dead kernel, a full disk, a signal between notebooks)
+        for entry in manifest["notebooks"]:
+            if entry["status"] == "running":
+                stopped = isinstance(error, KeyboardInterrupt)
+                entry.update(status="interrupted" if stopped else "failed",
+                             error=one_line(type(error).__name__, str(error)))
+        raise
     finally:
         manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        manifest["total_wall_s"] = round(sum(e.get("wall_s", 0) for e in manifest["notebooks"]), 1)
-        ran = {e["notebook"] for e in manifest["notebooks"] if e["status"] == "ok"}
-        # A partial run (--only / --from, or one that stopped) keeps the record of the good executed
-        # notebooks it did not replace.
-        manifest["earlier_runs"] = [e for e in earlier if e["notebook"] not in ran and e.get("status") == "ok"
-                                    and (output_dir / e["notebook"]).exists()]
-        write_text_atomic(output_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        write_manifest(manifest, earlier, output_dir)
+
+
+def write_manifest(manifest: dict, earlier: list[dict], output_dir: Path) -> None:
+    """Write manifest.json (atomically) with its totals and the earlier entries it keeps."""
+    manifest["total_wall_s"] = round(sum(e.get("wall_s", 0) for e in manifest["notebooks"]), 1)
+    ran = {e["notebook"] for e in manifest["notebooks"] if e["status"] == "ok"}
+    # A partial run (--only / --from, or one that stopped) keeps the record of the good executed
+    # notebooks it did not replace.
+    manifest["earlier_runs"] = [e for e in earlier if e["notebook"] not in ran and e.get("status") == "ok"
+                                and (output_dir / e["notebook"]).exists()]
+    write_text_atomic(output_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
 
 def reference_wall_times(root: Path, profile: str) -> dict[str, float]:
@@ -876,18 +897,48 @@ def earlier_entries(path: Path, profile: str, log=print) -> list[dict]:
         return []
     try:
         previous = json.loads(path.read_text())
-        if not isinstance(previous, dict):
-            raise ValueError("not a JSON object")
+        problem = manifest_shape_problem(previous)
+        if problem:
+            raise ValueError(problem)
     except ValueError as error:
         aside = path.with_name(f"manifest.corrupt-{datetime.now():%Y%m%d-%H%M%S}.json")
         os.replace(path, aside)
         log(f"note: {path} could not be read ({error}); kept as {aside.name}, a new manifest starts here")
         return []
+    if mark_dead_runs_interrupted(previous):
+        write_text_atomic(path, json.dumps(previous, indent=2) + "\n")
+        log(f"note: {path} had notebooks left 'running' by process {previous.get('pid')}, which has ended "
+            "(killed); marked 'interrupted'")
     if previous.get("profile") != profile:
         return []
     current = [{**e, "git_commit": previous.get("git_commit"), "started": previous.get("started")}
                for e in previous.get("notebooks", [])]
     return current + previous.get("earlier_runs", [])
+
+
+def manifest_shape_problem(manifest) -> str | None:
+    """What makes parsed JSON not a manifest this module wrote (None when it is one)."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    for key in ("notebooks", "earlier_runs"):
+        entries = manifest.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("notebook"), str)
+                                                   and isinstance(e.get("status"), str) for e in entries):
+            return f"'{key}' is not a list of entries with a notebook name and a status"
+    return None
+
+
+def mark_dead_runs_interrupted(manifest: dict) -> bool:
+    """Mark the entries a killed run left "running" as "interrupted"; returns whether there were any. The run
+    directory's lock is held here, so no live series of it writes this manifest; the recorded pid says whether
+    its writer is gone."""
+    pid = manifest.get("pid")
+    if isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
+        return False
+    stale = [e for e in manifest.get("notebooks", []) if e["status"] == "running"]
+    for entry in stale:
+        entry.update(status="interrupted", error="the series was killed while this notebook ran")
+    return bool(stale)
 
 
 def reported_run_problems(manifest: dict, notebooks: list[str] | None = None) -> list[str]:
@@ -926,6 +977,7 @@ def new_manifest(profile, common, overrides, series, device, output_dir, noteboo
         "notebooks_dir": str(notebooks_dir),
         "output_dir": str(output_dir),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "pid": os.getpid(),  # a later run tells a killed series' "running" entries by it
         "notebooks": [],
     }
 
@@ -1074,11 +1126,11 @@ def run_command(args, root: Path) -> int:
 
 def describe(error: BaseException) -> str | None:
     """One line for the errors a user can act on (None: a bug, shown with its traceback)."""
-    from dermgan.train import CheckpointError
+    from dermgan.train import CheckpointError, DiskFullError
 
     if isinstance(error, RunRefused):
         return str(error)  # one line per problem
-    if isinstance(error, (PipelineError, CheckpointError, ValueError)):
+    if isinstance(error, (PipelineError, CheckpointError, ValueError, RunDirBusy, DiskFullError)):
         return gist(str(error)) or type(error).__name__
     if isinstance(error, OSError):
         where = error.filename or "a file"

@@ -1,7 +1,9 @@
-"""Seeding, device choice, run directories and an environment report: what every notebook does first."""
+"""Seeding, device choice, run directories (one writer each) and an environment report: what every notebook
+does first."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -10,8 +12,10 @@ import os
 import platform
 import random
 import re
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -329,6 +333,114 @@ def adopt_recorded_data(run_dir: Path, profile: Profile, asked: dict) -> dict:
     return chosen
 
 
+# ---------------------------------------------------------------------------------------------- one writer
+
+LOCK_FILE = "run.lock"
+LOCK_VARIABLE = "DERMGAN_RUN_LOCK"  # a pipeline's lock token, inherited by the kernels it starts
+_held: dict[Path, tuple[int, str]] = {}  # run dir -> (lock file descriptor, token) held by this process
+
+
+class RunDirBusy(RuntimeError):
+    """Another process is writing into the run directory."""
+
+
+def hold_run_dir(run_dir: str | os.PathLike) -> str | None:
+    """Make this process the one writer of `run_dir` until it exits (or `release_run_dir`); returns the lock's
+    token, or None when this process works under the lock of the pipeline that started it. Another holder is a
+    RunDirBusy naming it (pid, command, since when) and the way out.
+
+    The lock is flock() on run_dir/run.lock. The OS drops it when its process ends, however it ends (SIGKILL
+    included), so a lock left by a dead process, or by a pid reused since, never blocks: it is simply free.
+    Children forked by the holder close their copy (the lock stays the parent's). The file records the holder
+    for the refusal message; a kernel started by a pipeline that holds the lock finds the same token in
+    $DERMGAN_RUN_LOCK and does not refuse itself.
+    """
+    import fcntl
+
+    folder = Path(run_dir).resolve()
+    if folder in _held:
+        return _held[folder][1]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = _lock_holder(path)
+        if holder.get("token") and holder["token"] == os.environ.get(LOCK_VARIABLE):
+            return None  # the pipeline that started this kernel holds it for this series
+        raise RunDirBusy(f"run dir {folder} is in use by {_describe_holder(holder)}; wait until it ends or "
+                         "stop it, or use another run dir (--run-dir, or run_dir in the notebook)") from None
+    token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
+              "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token": token}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    os.register_at_fork(after_in_child=lambda: _forget_in_child(folder, fd))
+    _held[folder] = (fd, token)
+    return token
+
+
+def release_run_dir(run_dir: str | os.PathLike) -> None:
+    """Give up this process's lock of `run_dir` (a no-op when it holds none)."""
+    fd, _ = _held.pop(Path(run_dir).resolve(), (None, None))
+    if fd is not None:
+        os.ftruncate(fd, 0)  # no record of a holder that has gone
+        os.close(fd)  # closing the last descriptor drops the flock
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | os.PathLike):
+    """hold_run_dir for the block; kernels started inside work under the lock; released at the end."""
+    already = Path(run_dir).resolve() in _held
+    token = hold_run_dir(run_dir)
+    previous = os.environ.get(LOCK_VARIABLE)
+    if token is not None:
+        os.environ[LOCK_VARIABLE] = token
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(LOCK_VARIABLE, None)
+        else:
+            os.environ[LOCK_VARIABLE] = previous
+        if not already:
+            release_run_dir(run_dir)
+
+
+def _forget_in_child(folder: Path, fd: int) -> None:
+    """A forked child drops its copy of the lock's descriptor (the flock stays with the parent)."""
+    if _held.get(folder, (None,))[0] == fd:
+        del _held[folder]
+        os.close(fd)
+
+
+def _lock_holder(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # the holder is writing its record right now
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _describe_holder(holder: dict) -> str:
+    if "pid" not in holder:
+        return "another process (it has just started)"
+    where = "" if holder.get("host") in (None, socket.gethostname()) else f" on {holder['host']}"
+    return f"process {holder['pid']}{where} ({holder.get('command')}, since {holder.get('since')})"
+
+
+def _command_line() -> str:
+    """This process's command as a user would recognise it, for the lock record."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if "ipykernel" in program:
+        return "a Jupyter kernel: a notebook run on its own"
+    if program == "__main__.py":
+        program = "python -m dermgan"
+    return " ".join([program, *sys.argv[1:]])[:300]
+
+
 def start(profile: str = "cpu", run_dir: str | None = None, seed: int = 0, device: str = "auto",
           dataset: str = "synthetic", data_root: str | None = None, **overrides) -> RunContext:
     """The first call of every notebook: resolve the profile, check the run directory, seed, pick the device.
@@ -336,7 +448,8 @@ def start(profile: str = "cpu", run_dir: str | None = None, seed: int = 0, devic
     `overrides` replace profile fields, given as section={field: value}, e.g. dermgan={"steps": 100}.
     The default run directory is runs/<profile> for the synthetic data and runs/<profile>-<dataset> otherwise.
     Its run.json records what defines its artefacts (profile, dataset, data_root, seed, data settings); using
-    the folder with other ones is refused (RunDirMismatch), naming the difference.
+    the folder with other ones is refused (RunDirMismatch), naming the difference. The process becomes the
+    folder's one writer (`hold_run_dir`) until it ends, unless the pipeline that started it holds the folder.
     """
     base = get_profile(profile)
     chosen_device = pick_device(device)
@@ -344,6 +457,8 @@ def start(profile: str = "cpu", run_dir: str | None = None, seed: int = 0, devic
     folder = resolve_run_dir(run_dir or f"runs/{run_name(profile, dataset)}", create=False)
     overrides["data"] = adopt_recorded_data(folder, base, dict(overrides.get("data") or {}))
     resolved = base.replace(**overrides)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 holds the lock for every rank
+        hold_run_dir(folder)  # until this process (command or kernel) ends
     claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))
     seed_everything(seed)
     return RunContext(

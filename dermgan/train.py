@@ -15,11 +15,13 @@ channels_last and torch.compile (optional), DDP (`torchrun --nproc_per_node N`, 
 `batch_size` is the *global* batch, split evenly over ranks; batch norm synchronised over the ranks), loss CSV,
 sample grids, atomic and fsynced checkpoints, step-exact resume and a non-finite-loss guard.
 
-Records survive kills: every rewrite goes through a temp file + os.replace (`write_atomic`); a loss log cut
-off by a kill is repaired on resume; temps of killed processes are removed at the next start
-(`remove_stale_temps`). Resume refuses a checkpoint of another run: other loop settings, other recipe metadata
-(variant, loss weights, widths; LOOP_ONLY_FIELDS excepted), another number of items, or, when the caller
-passes `provenance` (`data_fingerprint` of the training split), other data. `check_provenance` checks a
+Records survive kills: every rewrite goes through a temp file + os.replace (`write_atomic`); checkpoints carry
+their SHA-256 (dermgan.integrity) and are refused when damaged; each checkpoint holds the loss log up to its
+step, so the log is rewritten from it on resume and a fresh run replaces the old log only together with the
+old checkpoint (`_CsvLog`); temps of killed processes are removed at the next start (`remove_stale_temps`).
+Resume refuses a checkpoint of another run: other loop settings, other recipe metadata (variant, loss weights,
+widths; LOOP_ONLY_FIELDS excepted), another number of items, or, when the caller passes `provenance`
+(`data_fingerprint` of the training split), other data. `check_provenance` checks a
 generator.pt against the data before it is used for sampling.
 
 Step-exact resume: the data order is a pure function of (seed, step) (a seeded permutation per epoch, rank r
@@ -34,6 +36,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import errno
 import io
 import math
 import os
@@ -54,6 +57,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dermgan.critic import Critic, CriticConfig
+from dermgan.integrity import IntegrityError, verify_digest, write_with_digest
 from dermgan.runtime import pick_device, progress
 
 CHECKPOINT_FORMAT = "dermgan.train/1"
@@ -272,9 +276,28 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, write, text: bool = False) -> None:
+class DiskFullError(OSError):
+    """The device filled up during an atomic write; the previous file is intact and the temp file removed."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether `error` or an error it arose from is ENOSPC / EDQUOT (torch.save turns its file's OSError into
+    a RuntimeError "enforce fail at inline_container.cc" that keeps the OSError only as its context)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def write_atomic(path: str | os.PathLike, write, text: bool = False, before_replace=None) -> None:
     """Call `write(file)` on a temp file in the same folder, fsync it, os.replace it onto `path`, fsync the
-    folder: readers and later runs see the old file or the new one, never a part of one."""
+    folder: readers and later runs see the old file or the new one, never a part of one.
+    `before_replace(temp)` runs between the fsync and the rename (dermgan.integrity records the temp's digest
+    there). A full disk is a DiskFullError saying so and that the previous file is intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
@@ -283,16 +306,25 @@ def write_atomic(path: str | os.PathLike, write, text: bool = False) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
         os.replace(tmp, path)
         _fsync_folder(path.parent)
+    except (OSError, RuntimeError) as error:
+        if not _out_of_space(error):
+            raise
+        kept = f"the previous {path} is intact" if path.exists() else f"there was no earlier {path.name}"
+        raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}; nothing was lost: "
+                            f"{kept}. Free some space and run again", str(path)) from error
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save through write_atomic: a crash keeps the old file, a power cut cannot leave a torn one."""
-    write_atomic(path, lambda f: torch.save(obj, f))
+    """torch.save through write_atomic, with the file's SHA-256 beside it (dermgan.integrity): a crash keeps
+    the old file, a power cut cannot leave a torn one, and damage after the write is found on load."""
+    write_with_digest(path, lambda f: torch.save(obj, f))
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
@@ -303,11 +335,18 @@ def _looks_like_torch_file(head: bytes) -> bool:
     return head.startswith(_ZIP_MAGIC) or (head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32])
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """torch.load(weights_only=True) with errors that say what is wrong with the file."""
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", verify: bool = True) -> dict:
+    """torch.load(weights_only=True) of a file written by save_atomic, after checking its SHA-256, with errors
+    that say what is wrong with the file. `verify=False` only for a file dermgan did not write (weights a user
+    supplies): it has no digest to check."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:  # torch does not check the archive's CRCs: flipped bytes in a tensor would load as weights
+        if verify:
+            verify_digest(path)
+    except IntegrityError as error:
+        raise CheckpointError(str(error)) from None
     with path.open("rb") as f:
         head = f.read(32)
     # without this check torch.load calls any bytes "a pickle that needs weights_only=False"
@@ -617,79 +656,61 @@ def _write_grid(rows: list[np.ndarray], path: Path, pad: int = 2) -> None:
     write_atomic(path, lambda f: Image.fromarray(grid).save(f, format="PNG"))
 
 
-def _read_log(path: Path, start_step: int) -> tuple[list[str] | None, list[list[str]], str | None]:
-    """(header, rows up to start_step, what was damaged or None) of a loss log a killed run may have cut off.
-
-    A SIGKILL can stop an append in the middle of a row (the unfinished last line is dropped) or, with older
-    versions, the rewrite in the middle of the header (header None: the log must start anew).
-    """
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    damage = None
-    if text and not text.endswith("\n"):
-        text, damage = text[: text.rfind("\n") + 1], "an unfinished last line"
-    lines = list(csv.reader(io.StringIO(text, newline="")))
-    if not lines:
-        return None, [], "an empty or cut-off header"
-    header = lines[0]
-    if "step" not in header:
-        raise ValueError(f"{path} is not a loss log of this loop: its header {header} has no 'step' column. "
-                         "Move it away or pass another log_path")
-    column = header.index("step")
-    rows = []
-    for row in lines[1:]:
-        if len(row) != len(header) or not row[column].isdigit():
-            damage = "a malformed row"
-        elif int(row[column]) <= start_step:
-            rows.append(row)
-    return header, rows, damage
-
-
 class _CsvLog:
-    """Loss log; on resume, rows after the resumed step are dropped so the file matches the weights."""
+    """The loss log, kept in step with the checkpoint it belongs to.
 
-    def __init__(self, path: Path | None, start_step: int):
-        self.path, self.fields = path, None
+    Every checkpoint stores the log's text up to its step (`text`), so the two cannot disagree. A resumed run
+    rewrites the log from its checkpoint (a log that a kill or another run left out of step is kept aside as
+    <log>.mismatched). A fresh run writes its rows beside the old log, under a temporary name, until its first
+    checkpoint has replaced the old checkpoint (`publish`): stopped before that, it leaves the old log with
+    the old checkpoint, and the next start removes its temporary log.
+    """
+
+    def __init__(self, path: Path | None, saved: str | None):
+        """`saved`: the log text of the checkpoint this run resumes from; None for a fresh run."""
+        self.path, self.text, self.fields = path, saved or "", None
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent)
-        if path.exists() and start_step > 0:
-            self._keep_rows_up_to(start_step)
-        elif path.exists():
-            path.unlink()
-
-    def _keep_rows_up_to(self, start_step: int) -> None:
-        header, rows, damage = _read_log(self.path, start_step)
-        if header is None:
-            kept = self.path.with_name(self.path.name + ".damaged")
-            os.replace(self.path, kept)
-            warnings.warn(f"loss log {self.path} had {damage} (a run killed while writing it); kept as "
-                          f"{kept.name}, a new log starts at step {start_step + 1} (the rows of steps "
-                          f"1-{start_step} are lost)")
+        if saved is None:
+            self.target = temp_name(path)
+            self.target.unlink(missing_ok=True)  # an earlier fresh run of this process that stopped early
             return
-        if damage is not None:
-            warnings.warn(f"loss log {self.path} had {damage} (a run killed while writing it); dropped it, "
-                          f"{len(rows)} complete rows up to step {start_step} are kept")
-        self.fields = header
-
-        def write(f):
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-
-        write_atomic(self.path, write, text=True)  # a kill here keeps the old log (rows it has are still valid)
+        self.target = path
+        self.fields = next(csv.reader(io.StringIO(saved, newline="")), None)
+        current = path.read_bytes().decode("utf-8", errors="replace") if path.exists() else None
+        if current is not None and not current.startswith(saved):  # rows past the checkpoint are dropped
+            kept = path.with_name(path.name + ".mismatched")
+            os.replace(path, kept)
+            warnings.warn(f"loss log {path} did not match its checkpoint's record of it (cut off by a kill, "
+                          f"or written by another run); kept as {kept.name}, rewritten from the checkpoint")
+        if current != saved:
+            write_atomic(path, lambda f: f.write(saved), text=True)
 
     def write(self, row: dict) -> None:
         if self.path is None:
             return
+        chunk = io.StringIO(newline="")
         new = self.fields is None
         if new:
             self.fields = list(row)
-        with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        writer = csv.DictWriter(chunk, fieldnames=self.fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        self.text += chunk.getvalue()
+        with self.target.open("a", newline="", encoding="utf-8") as f:
+            f.write(chunk.getvalue())
+
+    def publish(self) -> None:
+        """Called once a checkpoint holding `text` has replaced last.pt: a fresh run's log replaces the old
+        one."""
+        if self.path is None or self.target == self.path:
+            return
+        write_atomic(self.path, lambda f: f.write(self.text), text=True)
+        self.target.unlink(missing_ok=True)
+        self.target = self.path
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -775,8 +796,9 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
         remove_stale_temps(checkpoint_dir)  # temps of writes a kill interrupted
     run = {"config": _config_record(cfg), "recipe": _metadata(recipe), "provenance": provenance,
            "n_items": len(dataset)}
+    saved_log = None
     if resume and checkpoint_path.exists():
-        start = _restore(checkpoint_path, run, world, rank, device, state)
+        start, saved_log = _restore(checkpoint_path, run, world, rank, device, state)
     else:
         start = 0
         random.seed(cfg.seed + rank)  # each rank draws its own dropout masks etc., reproducibly
@@ -788,7 +810,7 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
     grid = _fixed_batch(dataset, cfg.n_sample_images) if show and hasattr(recipe, "sample_rows") else None
     probes = {"train": _fixed_batch(dataset, PROBE_IMAGES), "val": _fixed_batch(holdout, PROBE_IMAGES)} \
         if rank == 0 and holdout is not None and cfg.sample_every > 0 else None
-    log = _CsvLog(Path(log_path) if log_path is not None and rank == 0 else None, start)
+    log = _CsvLog(Path(log_path) if log_path is not None and rank == 0 else None, saved_log)
     meter = _Meter(device, world, checkpoint_path)
 
     run_start, done = time.perf_counter(), 0
@@ -819,7 +841,7 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
             log.write(row)
         if (cfg.checkpoint_every and step_done % cfg.checkpoint_every == 0) or step_done == cfg.steps:
             meter.check()  # never save weights a non-finite loss has touched
-            _save(checkpoint_path, step_done, run, world, rank, device, state)
+            _save(checkpoint_path, step_done, run, world, rank, device, state, log)
         if on_step is not None:
             on_step(step_done)
 
@@ -994,7 +1016,7 @@ def _config_record(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _save(path: Path, step: int, run: dict, world, rank, device, state: _State) -> None:
+def _save(path: Path, step: int, run: dict, world, rank, device, state: _State, log: _CsvLog) -> None:
     rng = rng_state(device)
     if world > 1:  # every rank's RNG state, so each rank resumes its own random stream
         states = [None] * world
@@ -1015,13 +1037,16 @@ def _save(path: Path, step: int, run: dict, world, rank, device, state: _State) 
             "scaler": state.scaler.state_dict(),
             "critic": state.critic.state_dict(),
             "rng": states,
+            "log": log.text if log.path is not None else None,  # the loss log up to this step (_CsvLog)
         }
         save_atomic(checkpoint, path)
+        log.publish()
     if world > 1:
         dist.barrier()
 
 
-def _restore(path: Path, run: dict, world, rank, device, state: _State) -> int:
+def _restore(path: Path, run: dict, world, rank, device, state: _State) -> tuple[int, str]:
+    """Load the state of `path` into the run's modules; returns its step and its loss log's text."""
     checkpoint = load_training_checkpoint(path)
     _check_same_run(path, checkpoint, run)
     if checkpoint["world_size"] != world:
@@ -1043,7 +1068,7 @@ def _restore(path: Path, run: dict, world, rank, device, state: _State) -> int:
     state.scaler.load_state_dict(checkpoint["scaler"])
     state.critic.load_state_dict(checkpoint["critic"])
     set_rng_state(checkpoint["rng"][rank], device)
-    return int(checkpoint["step"])
+    return int(checkpoint["step"]), checkpoint.get("log") or ""
 
 
 def _write_samples(recipe, G: nn.Module, batch, device, channels_last, autocast, path: Path) -> None:

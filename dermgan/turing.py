@@ -103,11 +103,13 @@ def pool_from_samples(path: Path, image_shape: tuple) -> ImagePool:
     path = Path(path)
     if not path.is_file():
         raise TuringError(f"{path}: no such samples file")
-    with np.load(path) as npz:
-        missing = [k for k in ("images", "condition", "fitzpatrick", "source_index") if k not in npz.files]
-        if missing:
-            raise TuringError(f"{path}: missing arrays {missing} (has {npz.files}); see docs/CONVENTIONS.md")
-        arrays = {k: npz[k] for k in ("images", "condition", "fitzpatrick", "source_index")}
+    from dermgan.models.dermgan import read_samples
+
+    stored = read_samples(path)
+    missing = [k for k in ("images", "condition", "fitzpatrick", "source_index") if k not in stored]
+    if missing:
+        raise TuringError(f"{path}: missing arrays {missing} (has {list(stored)}); see docs/CONVENTIONS.md")
+    arrays = {k: stored[k] for k in ("images", "condition", "fitzpatrick", "source_index")}
     if arrays["images"].dtype != np.uint8 or arrays["images"].shape[1:] != tuple(image_shape):
         raise TuringError(f"{path}: images must be uint8 (N, {', '.join(map(str, image_shape))}) like the real "
                           f"test images, got {arrays['images'].dtype} {arrays['images'].shape}")

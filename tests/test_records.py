@@ -1,5 +1,6 @@
 """Records of the training loop survive kills: the loss CSV, checkpoint temps, fsync, corrupt files, and
-one-line errors for checkpoints of another shape; the dataset cache's temporary folders."""
+one-line errors for checkpoints of another shape; the dataset cache's temporary folders. (Content hashes and
+the fresh run's log: test_integrity.py.)"""
 
 import csv
 import dataclasses
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import dermgan.train as loop
+from dermgan.integrity import write_with_digest
 from dermgan.train import CheckpointError, TrainConfig, load_checkpoint, save_atomic, train
 from test_train import ToyPairs, tiny_recipe
 
@@ -48,59 +50,55 @@ def _steps(log):
 
 
 def test_resume_rewrites_the_log_atomically(tmp_path, monkeypatch):
-    log = _interrupted_run(tmp_path)
+    log = _interrupted_run(tmp_path)  # rows 1..3, checkpoint at step 2: resuming rewrites the log
     before = log.read_bytes()
+    real_write_atomic = loop.write_atomic
 
-    real_writer = csv.writer
-
-    class KilledWriter:  # what a SIGKILL during the rewrite does: the header is out, the rows never come
-        def __init__(self, f, *args, **kwargs):
-            self.inner = real_writer(f, *args, **kwargs)
-
-        def writerow(self, row):
-            return self.inner.writerow(row)
-
-        def writerows(self, rows):
+    def killed_mid_rewrite(path, write, **kwargs):  # what a SIGKILL during the rewrite does: half a header
+        def half(f):
+            f.write("step,lr")
             raise KeyboardInterrupt
 
-    def killed_dict_writerows(self, rows):
-        raise KeyboardInterrupt
+        return real_write_atomic(path, half if path == log else write, **kwargs)
 
-    monkeypatch.setattr(csv, "writer", KilledWriter)
-    monkeypatch.setattr(csv.DictWriter, "writerows", killed_dict_writerows)
+    monkeypatch.setattr(loop, "write_atomic", killed_mid_rewrite)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "ck", log)
     assert log.read_bytes() == before  # the old log is intact, not emptied
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # and no temp file is left behind
 
 
-@pytest.mark.parametrize("damage", ["empty", "half_header", "half_row"])
-def test_resume_survives_an_empty_or_truncated_log(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["empty", "half_header", "half_row", "half_row_after_the_checkpoint"])
+def test_resume_rebuilds_an_empty_or_truncated_log_from_the_checkpoint(tmp_path, damage):
     log = _interrupted_run(tmp_path)
-    text = log.read_text()
-    if damage == "empty":
-        log.write_text("")
-    elif damage == "half_header":
-        log.write_text(text[: text.index(",") + 2])
-    else:  # a kill during an append: the last row is cut in the middle of a number
-        lines = text.splitlines(keepends=True)
-        log.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
-    with pytest.warns(UserWarning, match="log.csv"):
+    text = log.read_bytes().decode()  # as written: csv rows end with \r\n
+    lines = text.splitlines(keepends=True)
+    damaged = {"empty": "", "half_header": text[: text.index(",") + 2],
+               # a row the checkpoint (step 2) holds, cut in the middle of a number
+               "half_row": "".join(lines[:2]) + lines[2][: len(lines[2]) // 2],
+               # a kill while appending row 3, past the checkpoint: dropped like the rest of that progress
+               "half_row_after_the_checkpoint": "".join(lines[:3]) + lines[3][: len(lines[3]) // 2]}[damage]
+    log.write_bytes(damaged.encode())
+    if damage == "half_row_after_the_checkpoint":
         result = train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "ck", log)
+        assert not (tmp_path / "log.csv.mismatched").exists()
+    else:
+        with pytest.warns(UserWarning, match="log.csv did not match"):
+            result = train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "ck", log)
+        assert (tmp_path / "log.csv.mismatched").read_bytes() == damaged.encode()  # kept beside the new one
     assert result.steps_this_run == 2
-    kept = [1] if damage == "half_row" else []  # only complete rows up to the checkpoint's step survive
-    assert _steps(log) == kept + [3, 4]
+    assert _steps(log) == [1, 2, 3, 4]  # the checkpoint's rows 1-2 are not lost with the damaged file
     rows = list(csv.DictReader(open(log, newline="")))
     assert all(row["loss_g"] not in (None, "") for row in rows)
-    if damage != "half_row":  # the damaged file is kept beside the new one, not destroyed
-        assert (tmp_path / "log.csv.damaged").exists()
 
 
-def test_a_foreign_csv_is_refused_by_name(tmp_path):
+def test_a_foreign_csv_at_the_log_path_is_kept_aside_not_overwritten(tmp_path):
     _interrupted_run(tmp_path)
     (tmp_path / "log.csv").write_text("epoch,accuracy\n1,0.5\n")
-    with pytest.raises(ValueError, match=r"log\.csv.*'step'"):
+    with pytest.warns(UserWarning, match=r"log\.csv did not match .*kept as log\.csv\.mismatched"):
         train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "ck", tmp_path / "log.csv")
+    assert (tmp_path / "log.csv.mismatched").read_text() == "epoch,accuracy\n1,0.5\n"
+    assert _steps(tmp_path / "log.csv") == [1, 2, 3, 4]
 
 
 # -- temporary files of killed processes --------------------------------------------------------------------
@@ -178,7 +176,8 @@ def test_checkpoint_writes_fsync_the_file_and_its_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
     save_atomic({"x": torch.ones(2)}, tmp_path / "a.pt")
-    assert synced == ["file", "dir"]
+    # the file, then its sidecar (new and old digest) and its rename, the file's rename, the final sidecar
+    assert synced == ["file", "file", "dir", "dir", "file", "dir"]
     assert torch.equal(load_checkpoint(tmp_path / "a.pt")["x"], torch.ones(2))
 
 
@@ -188,7 +187,7 @@ def test_checkpoint_writes_fsync_the_file_and_its_folder(tmp_path, monkeypatch):
 @pytest.mark.parametrize("content", [os.urandom(4096), b"\x80\x02" + os.urandom(300), b""])
 def test_random_bytes_are_called_corrupt_not_a_pickle(tmp_path, content):
     path = tmp_path / "last.pt"
-    path.write_bytes(content)
+    write_with_digest(path, lambda f: f.write(content))  # intact bytes that are not a checkpoint
     with pytest.raises(CheckpointError, match="corrupt or not a checkpoint") as error:
         load_checkpoint(path)
     assert "pickle" not in str(error.value) and "\n" not in str(error.value)
@@ -196,7 +195,8 @@ def test_random_bytes_are_called_corrupt_not_a_pickle(tmp_path, content):
 
 def test_legacy_torch_files_still_load(tmp_path):
     path = tmp_path / "old.pt"
-    torch.save({"w": torch.arange(3)}, path, _use_new_zipfile_serialization=False)
+    legacy = {"_use_new_zipfile_serialization": False}
+    write_with_digest(path, lambda f: torch.save({"w": torch.arange(3)}, f, **legacy))
     assert torch.equal(load_checkpoint(path)["w"], torch.arange(3))
 
 
@@ -257,12 +257,16 @@ def test_metrics_classifier_is_reused_only_for_its_own_data_and_settings(tmp_pat
     assert status.startswith("metrics classifier: trained (model.pt was trained with data.")
     _, status = get(second, dataclasses.replace(cfg, width=8))
     assert "config.width=4, this run has config.width=8" in status
-    torch.save(again.state_dict(), path)  # what earlier versions wrote: weights without any record
+    save_atomic(again.state_dict(), path)  # weights without any record of what they were trained on
     _, status = get(first)
     assert "records no training data" in status
-    path.write_bytes(os.urandom(100))
+    path.write_bytes(os.urandom(100))  # damaged: retrained (a derived file), and the line says why
     _, status = get(first)
-    assert "unreadable" in status and "corrupt or not a checkpoint" in status
+    assert "unreadable" in status and "model.pt is damaged" in status
+    torch.save(again.state_dict(), path)
+    path.with_name("model.pt.sha256").unlink()  # what earlier versions wrote: no digest
+    _, status = get(first)
+    assert "unreadable" in status and "no model.pt.sha256 beside it" in status
 
 
 def test_sample_grids_are_written_atomically(tmp_path, monkeypatch):

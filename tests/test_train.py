@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dermgan.config import DermGANConfig
+from dermgan.integrity import write_with_digest
 from dermgan.models import dermgan as dg
 import dermgan.train as loop
 from dermgan.train import (
@@ -302,16 +303,17 @@ def test_nan_guard_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pa
 def test_corrupt_and_truncated_checkpoints_are_refused(tmp_path):
     train(tiny_recipe(), ToyPairs(), _config(steps=1), tmp_path / "run")
     good = (tmp_path / "run" / "last.pt").read_bytes()
+    # bytes that are intact (their digest matches) but no checkpoint: what the format checks still catch
     truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good[: len(good) // 2])
+    write_with_digest(truncated, lambda f: f.write(good[: len(good) // 2]))
     garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a checkpoint at all" * 10)
+    write_with_digest(garbage, lambda f: f.write(b"not a checkpoint at all" * 10))
     for path in (truncated, garbage):
-        with pytest.raises(CheckpointError, match="corrupt"):
+        with pytest.raises(CheckpointError, match=rf"{path.name} is corrupt"):
             load_checkpoint(path)
     # resume=True must not silently start over from a broken file
     (tmp_path / "run" / "last.pt").write_bytes(good[:100])
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match=r"last\.pt is damaged"):
         train(tiny_recipe(), ToyPairs(), _config(steps=1), tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -323,11 +325,11 @@ class Opaque:
 
 def test_pickled_checkpoint_is_refused(tmp_path):
     path = tmp_path / "pickled.pt"
-    torch.save({"format": "dermgan.train/1", "payload": Opaque()}, path)
+    write_with_digest(path, lambda f: torch.save({"format": "dermgan.train/1", "payload": Opaque()}, f))
     with pytest.raises(CheckpointError, match="not a weights-only checkpoint"):
         load_checkpoint(path)
     plain = tmp_path / "plain.pt"
-    torch.save({"weights": torch.ones(2)}, plain)
+    loop.save_atomic({"weights": torch.ones(2)}, plain)
     with pytest.raises(CheckpointError, match="not a dermgan training checkpoint"):
         load_training_checkpoint(plain)
 

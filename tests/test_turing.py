@@ -13,6 +13,7 @@ from scipy import stats
 
 from dermgan import turing as T
 from dermgan.config import ClassifierConfig
+from dermgan.integrity import write_with_digest
 
 CLASSES = ("nevus", "acne", "eczema", "melanoma")
 
@@ -133,11 +134,13 @@ def test_models_that_do_not_fit_a_tiny_test_split_are_left_out_in_order():
 
 def test_samples_file_with_wrong_shape_or_arrays_is_named(tmp_path):
     path = tmp_path / "samples.npz"
-    np.savez(path, images=np.zeros((3, 16, 16, 3), np.uint8), condition=np.zeros(3, int))
+    write_with_digest(path, lambda f: np.savez(f, images=np.zeros((3, 16, 16, 3), np.uint8),
+                                               condition=np.zeros(3, int)))
     with pytest.raises(T.TuringError, match=r"samples.npz: missing arrays \['fitzpatrick', 'source_index'\]"):
         T.pool_from_samples(path, (16, 16, 3))
-    np.savez(path, images=np.zeros((3, 16, 16, 3), np.uint8), condition=np.zeros(3, int),
-             fitzpatrick=np.ones(3, int), source_index=np.arange(3))
+    write_with_digest(path, lambda f: np.savez(f, images=np.zeros((3, 16, 16, 3), np.uint8),
+                                               condition=np.zeros(3, int), fitzpatrick=np.ones(3, int),
+                                               source_index=np.arange(3)))
     with pytest.raises(T.TuringError, match=r"images must be uint8 \(N, 32, 32, 3\)"):
         T.pool_from_samples(path, (32, 32, 3))
 

@@ -74,13 +74,19 @@ def cache_key(params: dict) -> str:
         hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+_CACHE_FILES = tuple(f"{name}.npy" for name in _ARRAYS) + ("table.csv", "params.json")  # params.json last
+
+
 def _write_cache(data: SkinData, folder, params: dict) -> None:
-    """Write atomically: everything goes into a temporary sibling folder that is renamed at the end."""
+    """Write atomically: everything goes into a temporary sibling folder that is renamed at the end. Every
+    file carries its SHA-256 (dermgan.integrity), checked by _read_cache."""
     import json
     import os
     import shutil
     import tempfile
     from pathlib import Path
+
+    from dermgan.integrity import write_with_digest
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -88,10 +94,11 @@ def _write_cache(data: SkinData, folder, params: dict) -> None:
     temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-{os.getpid()}-", dir=folder.parent))
     try:
         for name in _ARRAYS:
-            np.save(temp / f"{name}.npy", getattr(data, name))
-        data.table.to_csv(temp / "table.csv", index=False)
-        record = {**params, "classes": list(data.classes)}
-        (temp / "params.json").write_text(json.dumps(record, indent=2) + "\n")
+            write_with_digest(temp / f"{name}.npy", lambda f, array=getattr(data, name): np.save(f, array))
+        table = data.table.to_csv(index=False).encode()
+        write_with_digest(temp / "table.csv", lambda f: f.write(table))
+        record = json.dumps({**params, "classes": list(data.classes)}, indent=2) + "\n"
+        write_with_digest(temp / "params.json", lambda f: f.write(record.encode()))
         try:
             os.rename(temp, folder)
         except OSError:
@@ -104,18 +111,22 @@ def _write_cache(data: SkinData, folder, params: dict) -> None:
 
 
 def _read_cache(folder) -> SkinData:
+    """The cached dataset, after checking every file against its SHA-256; a damaged, incomplete or older cache
+    is an IntegrityError naming the file and the way out (delete the folder: it is built again)."""
     import json
     from pathlib import Path
 
+    from dermgan.integrity import IntegrityError, verify_digest
+
     folder = Path(folder)
+    remedy = f"delete the dataset cache {folder} (the next notebook builds it again), or restore a good copy"
+    for name in _CACHE_FILES:
+        if not (folder / name).is_file():
+            raise IntegrityError(f"dataset cache {folder} lacks {name} (damaged, or left by an older "
+                                 f"version); {remedy}")
+        verify_digest(folder / name, remedy)
     params = json.loads((folder / "params.json").read_text())
-    arrays = {}
-    for name in _ARRAYS:
-        path = folder / f"{name}.npy"
-        if not path.exists():
-            raise FileNotFoundError(f"dataset cache {folder} lacks {path.name}; "
-                                    "delete the folder to re-render")
-        arrays[name] = np.load(path, mmap_mode="r")
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
     table = pd.read_csv(folder / "table.csv", dtype={"image_id": str, "condition": str, "patient_id": str,
                                                      "lesion_id": str, "split": str})
     table["fitzpatrick"] = table["fitzpatrick"].astype("Int64")
@@ -130,10 +141,11 @@ def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 6
     """The dataset a notebook works on, as SkinData.
 
     "synthetic": the procedural dataset (dermgan.data.synth), rendered once and cached under
-    `cache_dir`/<hash of the parameters>/ as memory-mapped uint8 .npy files plus table.csv; without cache_dir
-    it is rendered in memory. Any other name is read by dermgan.data.sources.load_source with the same
-    settings: at most `n_images` images (a stratified subsample of a larger dataset) and the fractions for the
-    splits the dataset does not ship itself (see docs/real_datasets.md). Real splits do not depend on `seed`.
+    `cache_dir`/<hash of the parameters>/ as memory-mapped uint8 .npy files plus table.csv, each with its
+    SHA-256 (checked on every load); without cache_dir it is rendered in memory. Any other name is read by
+    dermgan.data.sources.load_source with the same settings: at most `n_images` images (a stratified subsample of
+    a larger dataset) and the fractions for the splits the dataset does not ship itself (see
+    docs/real_datasets.md). Real splits do not depend on `seed`.
     """
     from pathlib import Path
 
@@ -149,7 +161,7 @@ def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 6
     from dermgan.train import remove_stale_temps  # lazy: the loop module imports torch
 
     remove_stale_temps(cache_dir)  # half-written caches of killed runs
-    if not (folder / "params.json").exists():
+    if not folder.exists():  # one without params.json is damaged: _read_cache says so, nothing overwrites it
         _write_cache(make_synthetic(image_size, n_images, seed, val_fraction, test_fraction), folder, params)
     return _read_cache(folder)
 

@@ -32,7 +32,9 @@ from dermgan.config import DermGANConfig
 from dermgan.data.conditions import N_CONDITIONS
 from dermgan.data.semantic import n_channels, render_maps
 from dermgan.imageops import to_uint8
+from dermgan.integrity import verify_digest, write_with_digest
 from dermgan.models.pix2pix import MultiScaleDiscriminator, UNetGenerator, count_parameters
+from dermgan.runtime import write_text_atomic
 from dermgan.train import TrainConfig, generator_weights, initial_weights, load_checkpoint, loop_settings
 
 
@@ -329,7 +331,8 @@ def generate(
 def write_samples(
     run_dir: str | Path, model_name: str, images: np.ndarray, condition, fitzpatrick, source_index, meta: dict
 ) -> Path:
-    """samples/<model>/samples.npz + meta.json (CONVENTIONS.md), written atomically; returns the npz path."""
+    """samples/<model>/samples.npz (with its SHA-256) + meta.json (CONVENTIONS.md), written atomically;
+    returns the npz path."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"samples must be uint8 (N,H,W,3), got {images.dtype} {images.shape}")
@@ -343,12 +346,21 @@ def write_samples(
         if len(value) != len(images):
             raise ValueError(f"samples: {key} has {len(value)} entries for {len(images)} images")
     folder = Path(run_dir) / "samples" / model_name
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".samples.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(folder / "samples.npz")
-    (folder / "meta.json").write_text(json.dumps({"model": model_name, **meta}, indent=2, default=str) + "\n")
+    write_with_digest(folder / "samples.npz", lambda f: np.savez_compressed(f, **arrays))
+    record = json.dumps({"model": model_name, **meta}, indent=2, default=str) + "\n"
+    write_text_atomic(folder / "meta.json", record)
     return folder / "samples.npz"
+
+
+def read_samples(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a samples.npz written by write_samples, once its SHA-256 is checked: a damaged file, or
+    one of an older version, is a one-line error naming it and the way out (dermgan.integrity)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the notebook that trains {path.parent.name}")
+    verify_digest(path)
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
 
 
 def reconstruction_errors(
