@@ -308,9 +308,10 @@ class MetricsConfig:
     min_group: int = 10  # per-condition / per-tone breakdowns: smaller groups are reported as NaN with a note
     ssim_pairs: int = 200  # same-condition image pairs for MS-SSIM diversity
     batch_size: int = 32  # feature-extraction batch
-    # Inception arithmetic: bf16 moved FID by 0.06 and KID by 0.02 of their bootstrap half-widths and ran 3.6x
-    # faster on the CPU (benchmarks/bench_metrics.py), so the cpu profile uses it; paper keeps float32.
-    inception_precision: str = "bf16"
+    # Inception arithmetic. float32 everywhere: bf16 ran 3.6x faster on a CPU with native bf16 (AMX), moving KID
+    # by 0.02 of its bootstrap half-width, but 17x SLOWER on one without (AVX2 only: 16 images in 266 s against
+    # 16 s), and the numbers should not depend on which CPU computed them. "bf16" stays an option.
+    inception_precision: str = "fp32"
 
     def __post_init__(self):
         _validate(self, "metrics", inception_precision=one_of("fp32", "bf16"),
