@@ -471,7 +471,7 @@ PROFILES: dict[str, Profile] = {
         oasis=OASISConfig(base_filters=8, spade_hidden=8, noise_dim=4, d_base=8, d_levels=2, steps=10,
                           checkpoint_every=5, sample_every=5, log_every=5),
         projected=ProjectedConfig(backbone="random", input_size=32, mix_channels=8, head_filters=8),
-        compare=CompareConfig(seeds=1, steps=10),
+        compare=CompareConfig(seeds=1),
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
                    # issue 10: the main dermgan 3,000 steps (8.6 epochs); the ablation table 3 seeds x 250 steps;

@@ -213,6 +213,15 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant}-s{seed}"
 
 
+def compared_run(model: str, seed: int, main_seed: int, main_schedule: bool = True) -> str:
+    """Folder name of one run of 02's comparison beyond DermGAN (profile section `compare`): the model's own name
+    for the main seed ("dermgan": the main run itself, when the comparison keeps the main schedule), else
+    "<model>-full-s<seed>" (full: the comparison's schedule, not the ablation's)."""
+    if seed == main_seed and (model != "dermgan" or main_schedule):
+        return model
+    return f"{model}-full-s{seed}"
+
+
 def ablation_runs(cfg: DermGANConfig, seed: int, ablation: bool | None = None) -> list[tuple[str, str, int]]:
     """(run name, variant, seed) of the ablation table: every variant x seeds seed .. seed + cfg.seeds - 1."""
     if cfg.seeds < 1:
