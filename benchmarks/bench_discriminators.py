@@ -10,7 +10,8 @@ what the pixels show), rounds alternated so that drifts of a shared machine hit 
     dermgan-projected  DermGAN's G with the projected D, at each backbone input size in --input-sizes
 Per model: the seconds of one D update alone (D loss on a fixed generated batch, backward, Adam step) and of a
 whole step of the one training loop (G forward, D step, G step), median over the timed steps, and both as
-ratios to the PatchGAN's. Prints the table; writes benchmarks/results/discriminators.{json,md} only with --write.
+ratios to the PatchGAN's. Prints the table; writes benchmarks/results/discriminators.{json,md} only with
+--write.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def fake_data(size: int, encoding: str, n: int = 32, seed: int = 0):
     maps = fake_maps(size, encoding, n, g)
     images = torch.rand(n, 3, size, size, generator=g) * 2 - 1
     lesions = (torch.rand(n, 1, size, size, generator=g) > 0.8).float()
-    return torch.utils.data.TensorDataset(maps, images, lesions, torch.randint(0, N_CONDITIONS, (n,), generator=g))
+    conditions = torch.randint(0, N_CONDITIONS, (n,), generator=g)
+    return torch.utils.data.TensorDataset(maps, images, lesions, conditions)
 
 
 def recipes(size: int, input_sizes: list[int], backbone: str) -> dict[str, tuple]:
@@ -64,7 +66,8 @@ def recipes(size: int, input_sizes: list[int], backbone: str) -> dict[str, tuple
     with initial_weights(0):
         out["dermgan (PatchGAN x2)"] = (dg.build("dermgan", profile.dermgan, size), profile.dermgan, "colour")
     with initial_weights(0):
-        out["oasis (segmentation U-Net)"] = (OASISRecipe(profile.oasis, size), profile.oasis, profile.oasis.encoding)
+        out["oasis (segmentation U-Net)"] = (OASISRecipe(profile.oasis, size), profile.oasis,
+                                             profile.oasis.encoding)
     for input_size in input_sizes:
         projected = dataclasses.replace(profile.projected, backbone=backbone, input_size=input_size)
         with initial_weights(0):
@@ -74,7 +77,7 @@ def recipes(size: int, input_sizes: list[int], backbone: str) -> dict[str, tuple
 
 
 def d_update_times(recipe, section, data, steps: int) -> list[float]:
-    """Seconds of D updates alone: D loss on a fixed generated batch through a plain critic, backward, Adam."""
+    """Seconds of D updates alone: D loss on a fixed generated batch through a plain critic, backward, Adam"""
     D = recipe.discriminator
     optimiser = torch.optim.Adam(D.parameters(), lr=section.lr_d or section.lr, betas=(section.beta1, 0.999))
     critic = Critic.plain(D)
@@ -100,7 +103,8 @@ def loop_step_times(recipe, section, data, steps: int) -> list[float]:
                            sample_every=0, log_every=steps)
     stamps = []
     with tempfile.TemporaryDirectory() as folder:
-        train(recipe, data, config, folder, resume=False, on_step=lambda _: stamps.append(time.perf_counter()))
+        train(recipe, data, config, folder, resume=False,
+              on_step=lambda _: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
@@ -130,13 +134,15 @@ def main(argv=None) -> None:
         d_s, step_s = statistics.median(d_times[name]), statistics.median(step_times[name])
         counts = recipe.parameter_counts() if hasattr(recipe, "parameter_counts") else {}
         trainable = sum(p.numel() for p in recipe.discriminator.parameters())
-        rows.append({"model": name, "D update s": d_s, "D update / PatchGAN": d_s / d_ref, "loop step s": step_s,
-                     "loop step / PatchGAN": step_s / step_ref, "G params (M)": counts.get("generator", 0) / 1e6,
+        rows.append({"model": name, "D update s": d_s, "D update / PatchGAN": d_s / d_ref,
+                     "loop step s": step_s, "loop step / PatchGAN": step_s / step_ref,
+                     "G params (M)": counts.get("generator", 0) / 1e6,
                      "D trainable params (M)": trainable / 1e6})
     title = f"Discriminator cost per training step, {args.size} px, batch {BATCH}, cpu-profile widths"
-    notes = (f"Median of {args.rounds} x {args.steps - 1} timed steps per model, models alternated in one process; "
-             "ratios to the PatchGAN row. D update: one discriminator update alone (its loss on a fixed generated "
-             "batch, backward, Adam step); loop step: a whole step of dermgan.train (G forward, D step, G step).")
+    notes = (f"Median of {args.rounds} x {args.steps - 1} timed steps per model, models alternated in one "
+             "process; ratios to the PatchGAN row. D update: one discriminator update alone (its loss on a "
+             "fixed generated batch, backward, Adam step); loop step: a whole step of dermgan.train (G "
+             "forward, D step, G step).")
     columns = list(rows[0])
     if args.write:
         _report.write("discriminators", title, rows, columns, notes)

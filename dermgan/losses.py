@@ -168,8 +168,8 @@ def relevancy_loss(output: torch.Tensor, source: torch.Tensor, lesion_mask: torc
 def class_balance_weights(targets: torch.Tensor) -> torch.Tensor:
     """Per-pixel weights (N, H, W): each class present in the batch gets P / (K n_c), n_c its pixels, P all
     labelled pixels, K the classes present. Every present class then weighs as much as any other (OASIS:
-    lesions are small), and the weights average 1 over the labelled pixels, so the balanced loss keeps the scale
-    of the unbalanced one. Unlabelled pixels weigh 0."""
+    lesions are small), and the weights average 1 over the labelled pixels, so the balanced loss keeps the
+    scale of the unbalanced one. Unlabelled pixels weigh 0."""
     counts = targets.sum(dim=(0, 2, 3))
     present = counts > 0
     total = counts.sum()

@@ -1,5 +1,5 @@
-"""The evaluation guard of notebook 05: a random-CNN feature space that is fixed by its seed, and whether spaces
-agree on the models' ranks (dermgan.metrics.agreement), on hand cases."""
+"""The evaluation guard of notebook 05: a random-CNN feature space that is fixed by its seed, and whether
+spaces agree on the models' ranks (dermgan.metrics.agreement), on hand cases."""
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ def _images(n=6, seed=0):
 def test_random_cnn_features_are_fixed_by_their_seed_and_differ_across_seeds():
     images = _images()
     first = extract_features(images, RandomCNNExtractor(), batch_size=4)
-    again = extract_features(images, M.get_extractor("random-cnn"), batch_size=3)  # another build, other batches
+    again = extract_features(images, M.get_extractor("random-cnn"), batch_size=3)  # rebuilt, other batches
     other = extract_features(images, RandomCNNExtractor(seed=RANDOM_CNN_SEED + 1), batch_size=4)
     assert first.shape == (6, 32 + 64 + 128 + 256)
     assert np.allclose(first, again, rtol=1e-5, atol=1e-7)
@@ -38,11 +38,11 @@ def test_building_the_random_cnn_leaves_the_global_random_stream_alone():
 
 
 def test_rank_agreement_on_a_hand_case():
-    """Four models. Inception KID orders them A < B < C < D; the random-CNN space orders A < C < B < D; the domain
-    space D < A < B < C. Against Inception, random CNN: of the 6 pairs only (B, C) is discordant, tau =
-    (5 - 1) / 6 = 2/3, the best model is the same; domain: discordant pairs (A,D), (B,D), (C,D), tau = (3 - 3) / 6
-    = 0, another best model. With all three spaces no model keeps its rank everywhere (A is 1st, 1st, 2nd); with
-    Inception and the random CNN alone, A and D do."""
+    """Four models. Inception KID orders them A < B < C < D; the random-CNN space orders A < C < B < D; the
+    domain space D < A < B < C. Against Inception, random CNN: of the 6 pairs only (B, C) is discordant, tau =
+    (5 - 1) / 6 = 2/3, the best model is the same; domain: discordant pairs (A,D), (B,D), (C,D), tau = (3 - 3)
+    / 6 = 0, another best model. With all three spaces no model keeps its rank everywhere (A is 1st, 1st,
+    2nd); with Inception and the random CNN alone, A and D do."""
     scores = {"inception": {"A": 0.1, "B": 0.2, "C": 0.3, "D": 0.4},
               "random-cnn": {"A": 0.15, "B": 0.35, "C": 0.25, "D": 0.5},
               "domain": {"A": 0.2, "B": 0.3, "C": 0.4, "D": 0.1}}

@@ -1,7 +1,7 @@
 """The map-conditioned family "oasis" (dermgan.models.oasis): the (N+1)-class segmentation loss against a hand
-computation, what D is handed (classes and skin colour decoded from either map encoding), LabelMix's alignment under
-augmentation, a map edit that changes the image only near the edit, and training, loading and sampling through the
-same entry points as DermGAN."""
+computation, what D is handed (classes and skin colour decoded from either map encoding), LabelMix's alignment
+under augmentation, a map edit that changes the image only near the edit, and training, loading and sampling
+through the same entry points as DermGAN."""
 
 import dataclasses
 import math
@@ -26,7 +26,7 @@ from dermgan.train import CheckpointError
 torch.set_num_threads(1)
 
 
-# -- the segmentation loss, by hand ----------------------------------------------------------------------------
+# -- the segmentation loss, by hand ----------------------------------------------------------------------
 
 # A 2x2 map with one condition: background | skin / skin | lesion. D's logits per pixel, channels (fake,
 # background, skin, lesion), chosen by hand.
@@ -41,8 +41,8 @@ def _nll(logits, channel):
 
 
 def _hand_losses():
-    """(real, fake) losses by hand. Class-balanced weights: 4 labelled pixels, 3 classes present, background and
-    lesion 1 pixel each -> 4 / (3 * 1) = 4/3, skin 2 pixels -> 4 / (3 * 2) = 2/3 (they sum to 4)."""
+    """(real, fake) losses by hand. Class-balanced weights: 4 labelled pixels, 3 classes present, background
+    and lesion 1 pixel each -> 4 / (3 * 1) = 4/3, skin 2 pixels -> 4 / (3 * 2) = 2/3 (they sum to 4)."""
     weight = {0: 4 / 3, 1: 2 / 3, 2: 4 / 3}
     real = sum(weight[CLASS_OF[p]] * _nll(v, 1 + CLASS_OF[p]) for p, v in LOGITS.items()) / 4
     fake = sum(_nll(v, 0) for v in LOGITS.values()) / 4
@@ -69,7 +69,8 @@ def test_segmentation_loss_on_a_2x2_map_equals_the_hand_computation():
     assert losses.segmentation_adversarial(logits, targets, True).item() == pytest.approx(real, rel=1e-6)
     assert losses.segmentation_adversarial(logits, targets, False).item() == pytest.approx(fake, rel=1e-6)
     plain = sum(_nll(v, 1 + CLASS_OF[p]) for p, v in LOGITS.items()) / 4
-    assert losses.segmentation_adversarial(logits, targets, True, balance=False).item() == pytest.approx(plain)
+    unbalanced = losses.segmentation_adversarial(logits, targets, True, balance=False)
+    assert unbalanced.item() == pytest.approx(plain)
     weights = losses.class_balance_weights(targets)[0]
     assert torch.allclose(weights, torch.tensor([[4 / 3, 2 / 3], [2 / 3, 4 / 3]]))
 
@@ -89,7 +90,8 @@ def test_an_unlabelled_pixel_counts_nowhere():
 
 
 class FixedLogits(nn.Module):
-    """A stand-in segmentation D that answers LOGITS whatever the image, handing back the class planes it got."""
+    """A stand-in segmentation D that answers LOGITS whatever the image, handing back the class planes it got.
+    """
 
     def __init__(self):
         super().__init__()
@@ -117,7 +119,7 @@ def test_the_recipe_reads_the_classes_of_a_2x2_map_and_gets_the_hand_loss(encodi
     assert recipe.g_loss(critic, batch, torch.zeros(1, 3, 2, 2))[0].item() == pytest.approx(real, rel=1e-6)
 
 
-# -- what D is handed ---------------------------------------------------------------------------------------------
+# -- what D is handed -------------------------------------------------------------------------------------
 
 
 def _maps(n=5, size=16, seed=0):
@@ -148,8 +150,8 @@ def test_class_planes_and_skin_colour_match_the_maps_in_either_encoding(encoding
 
 def test_labelmix_lines_up_under_augmentation():
     """For a D that judges each pixel alone (1x1 conv), D(mix) is exactly the mix of D(real) and D(fake), so
-    LabelMix's term is 0 however the critic shifts, cuts and flips the inputs, provided the mix and its mask are
-    moved alike; a D with a 3x3 conv sees across region borders and the term is not 0."""
+    LabelMix's term is 0 however the critic shifts, cuts and flips the inputs, provided the mix and its mask
+    are moved alike; a D with a 3x3 conv sees across region borders and the term is not 0."""
     cfg = dataclasses.replace(get_profile("smoke").oasis, encoding="onehot", d_levels=1)
     recipe = oasis.OASISRecipe(cfg, 16)
     maps = encode_maps(_maps(n=6), "onehot")
@@ -177,15 +179,15 @@ def test_labelmix_lines_up_under_augmentation():
         assert (logs["d_labelmix"].item() < 1e-10) == zero, kernel
 
 
-# -- a map edit changes the image near the edit only --------------------------------------------------------------
+# -- a map edit changes the image near the edit only ------------------------------------------------------
 
 
 def test_a_map_edit_changes_the_image_where_the_map_changed_and_nowhere_else():
     """A generator with batch norm is local in eval mode (running statistics, fixed noise, convolutions only):
-    a map edit can move the image only within `influence_radius` px of the edited pixels, which the model adds up
-    from its layers. Tolerance outside that band: 1e-5 (float32 round-off of convolution algorithms that compute
-    neighbouring pixels together); the bound holds for any weights, so a freshly built (random) generator is
-    the constructed model. Inside the edited lesion the image changes clearly."""
+    a map edit can move the image only within `influence_radius` px of the edited pixels, which the model adds
+    up from its layers. Tolerance outside that band: 1e-5 (float32 round-off of convolution algorithms that
+    compute neighbouring pixels together); the bound holds for any weights, so a freshly built (random)
+    generator is the constructed model. Inside the edited lesion the image changes clearly."""
     size = 128
     torch.manual_seed(0)
     G = oasis.OASISGenerator(12, size, base=8, upsamples=3, noise_dim=4, spade_hidden=8).eval()
@@ -223,7 +225,7 @@ def test_noise_gives_several_images_per_map_and_eval_mode_is_deterministic():
         G(semantic, torch.zeros(1, 5))
 
 
-# -- training, loading, sampling ----------------------------------------------------------------------------------
+# -- training, loading, sampling --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +234,8 @@ def skin():
 
 
 def _ctx(tmp_path, **changes):
-    values = dict(steps=6, batch_size=4, checkpoint_every=3, sample_every=3, log_every=1, lambda_labelmix=10.0)
+    values = dict(steps=6, batch_size=4, checkpoint_every=3, sample_every=3, log_every=1,
+                  lambda_labelmix=10.0)
     values.update(changes)
     return dermgan.runtime.start("smoke", str(tmp_path), 0, "cpu", "synthetic", None, oasis=values)
 

@@ -1,7 +1,8 @@
-"""The projected discriminator (dermgan.models.projected): its backbone and random mixing stay frozen through the
-one training loop (no gradient reaches them, their output is unchanged after training steps) while its heads and the
-generator train; freezing keeps a backbone's eval-mode function; the map conditions every head; the unconditional
-families use it too. The EfficientNet-Lite0 adapter is tested where its network exists (after the merge with aug-exp)."""
+"""The projected discriminator (dermgan.models.projected): its backbone and random mixing stay frozen through
+the one training loop (no gradient reaches them, their output is unchanged after training steps) while its
+heads and the generator train; freezing keeps a backbone's eval-mode function; the map conditions every head;
+the unconditional families use it too. The EfficientNet-Lite0 adapter is tested where its network exists
+(after the merge with aug-exp)."""
 
 import dataclasses
 
@@ -104,7 +105,7 @@ def test_no_gradient_reaches_the_backbone_while_the_image_gets_one():
     x = (torch.rand(2, 6, 32, 32) * 2 - 1).requires_grad_(True)
     total = sum(out[-1].mean() for out in D(x))
     total.backward()
-    assert all(b.grad is None for b in D.backbone.buffers()) and all(b.grad is None for b in D.mixing.buffers())
+    assert all(b.grad is None for b in [*D.backbone.buffers(), *D.mixing.buffers()])
     assert x.grad[:, 3:].abs().sum() > 0  # through the frozen backbone to the image
     assert all(p.grad is not None for p in D.heads.parameters())
 

@@ -1,6 +1,6 @@
-"""Feature extractors for set metrics, by name: "inception" (standard FID network, offline), "domain" (any module
-with `.features`, e.g. dermgan.models.classifier.SkinClassifier), "random-cnn" (a randomly initialised CNN with a
-fixed seed: a space no network was trained for) and "pixel-stats" (cheap, no weights).
+"""Feature extractors for set metrics, by name: "inception" (standard FID network, offline), "domain" (any
+module with `.features`, e.g. dermgan.models.classifier.SkinClassifier), "random-cnn" (a randomly initialised
+CNN with a fixed seed: a space no network was trained for) and "pixel-stats" (cheap, no weights).
 
 Every extractor takes uint8 (N, H, W, 3) images and returns float64 (N, D) numpy features. `FeatureStore` adds
 batching, device placement, an in-memory memo and an on-disk cache of real-set features.
@@ -224,14 +224,14 @@ def weights_digest(network: torch.nn.Module) -> str:
     return digest.hexdigest()[:12]
 
 
-RANDOM_CNN_SEED = 2020  # the random space's own seed, fixed for every run (no training seed builds this network)
+RANDOM_CNN_SEED = 2020  # the random space's own seed, the same for every run
 
 
 class RandomCNNExtractor(torch.nn.Module):
     """The mean of every stage of a randomly initialised CNN (dermgan.models.random_cnn) with a fixed seed,
-    concatenated (480-d with the default widths): a feature space that no discriminator saw and that no training,
-    on ImageNet or on skin, shaped. Naeem et al. (2020) found such random embeddings to rank fidelity and diversity
-    sensibly; here it checks that a model's gain is not only in the spaces of trained networks."""
+    concatenated (480-d with the default widths): a feature space that no discriminator saw and that no
+    training, on ImageNet or on skin, shaped. Naeem et al. (2020) found such random embeddings to rank fidelity
+    and diversity sensibly; here it checks that a model's gain is not only in the spaces of trained networks."""
 
     name = "random-cnn"
 
@@ -282,7 +282,7 @@ EXTRACTORS = ("inception", "domain", "random-cnn", "pixel-stats")
 
 def get_extractor(name: str, network: torch.nn.Module | None = None, weights: str | None = None,
                   seed: int = RANDOM_CNN_SEED):
-    """An extractor by name. "domain" needs `network` (a module with `.features`); "random-cnn" takes `seed`."""
+    """An extractor by name. "domain" needs `network` (a module with `.features`); "random-cnn" uses `seed`."""
     if name == "inception":
         return InceptionExtractor(weights)
     if name == "domain":

@@ -12,9 +12,9 @@ Named variants: "pix2pix" (all switches at the Pix2Pix value, colour maps), "der
 the profile's values) and one ablation per switch, each differing from "dermgan" in exactly one field.
 
 Beyond the ablation, `build` and `train_variant` know two models that are not switches of pix2pix:
-"dermgan-projected" (DermGAN with the projected discriminator of dermgan.models.projected instead of the PatchGANs,
-settings in the profile's `projected` section) and "oasis" (dermgan.models.oasis, its own section); `load_generator`
-and `evaluated_generator` load every one of them.
+"dermgan-projected" (DermGAN with the projected discriminator of dermgan.models.projected instead of the
+PatchGANs, settings in the profile's `projected` section) and "oasis" (dermgan.models.oasis, its own section);
+`load_generator` and `evaluated_generator` load every one of them.
 
 Runs: the main "dermgan" model trains cfg.steps under its own name; the ablation table trains every variant
 cfg.seeds times for cfg.ablation_steps under `run_name(variant, seed)` = "<variant>-s<seed>" (checkpoints/,
@@ -199,7 +199,8 @@ def build(name: str, cfg: DermGANConfig, image_size: int, n_conditions: int = N_
         return Pix2PixRecipe(variant, cfg, image_size, n_conditions, projected or ProjectedConfig())
     known = variants(cfg, ablation=True)
     if name not in known:
-        raise ValueError(f"unknown model {name!r}; known for this config: {', '.join([*known, PROJECTED, OASIS])}")
+        names = ", ".join([*known, PROJECTED, OASIS])
+        raise ValueError(f"unknown model {name!r}; known for this config: {names}")
     return Pix2PixRecipe(known[name], cfg, image_size, n_conditions)
 
 
@@ -214,8 +215,8 @@ def run_name(variant: str, seed: int) -> str:
 
 
 def compared_run(model: str, seed: int, main_seed: int, main_schedule: bool = True) -> str:
-    """Folder name of one run of 02's comparison beyond DermGAN (profile section `compare`): the model's own name
-    for the main seed ("dermgan": the main run itself, when the comparison keeps the main schedule), else
+    """Folder name of one run of 02's comparison beyond DermGAN (profile section `compare`): the model's own
+    name for the main seed ("dermgan": the main run itself, when the comparison keeps the main schedule), else
     "<model>-full-s<seed>" (full: the comparison's schedule, not the ablation's)."""
     if seed == main_seed and (model != "dermgan" or main_schedule):
         return model

@@ -10,9 +10,9 @@ Named models (`model_names`):
                      real datasets have none, so there it sees lesion images only)
 and "<model>-melanoma" for the four MelanoGAN models trained on the training melanomas alone. The single-image
 models (dcgan, furger-dcgan) also come as "<model>-projected" (and "<model>-projected-melanoma"): the same G
-judged by the projected discriminator of dermgan.models.projected (settings: the profile's `projected` section),
-its per-depth logits averaged like a multi-scale D's. LAPGAN and DDGAN judge 8-32 px pyramid levels, too small for
-a pretrained backbone, and keep their discriminators.
+judged by the projected discriminator of dermgan.models.projected (settings: the profile's `projected`
+section), its per-depth logits averaged like a multi-scale D's. LAPGAN and DDGAN judge 8-32 px pyramid levels,
+too small for a pretrained backbone, and keep their discriminators.
 
 Data: every model sees the dataset's training split at its fixed size. MelanoGANs centre-crop then resize; the
 real-data readers already centre-crop to a square and resize (dermgan.data.sources), and synthetic images are
@@ -119,7 +119,8 @@ class NoiseGANRecipe:
     """Batches are float images (N, 3, S, S) in [-1, 1] (`ImageDataset`). Generator outputs and discriminator
     inputs are lists with one entry per pyramid level (one entry for DCGAN and Furger's model)."""
 
-    def __init__(self, name: str, cfg: MelanoGANConfig, image_size: int, projected: ProjectedConfig | None = None):
+    def __init__(self, name: str, cfg: MelanoGANConfig, image_size: int,
+                 projected: ProjectedConfig | None = None):
         self.spec, self.cfg, self.image_size = parse_model(name), cfg, image_size
         self.kind = self.spec.kind
         self.generator, self.discriminator = build_networks(self.kind, cfg, image_size)
@@ -177,7 +178,8 @@ class NoiseGANRecipe:
     def d_loss(self, critic, batch, outputs):
         real, fake = self._judge_pair(critic, self._real_inputs(batch), self._fake_inputs(batch, outputs))
         if self.kind == "furger-dcgan":
-            loss = torch.stack([smoothed_bce_d(r, f, self.cfg.label_smoothing) for r, f in zip(real, fake)]).mean()
+            smoothing = self.cfg.label_smoothing
+            loss = torch.stack([smoothed_bce_d(r, f, smoothing) for r, f in zip(real, fake)]).mean()
         else:
             loss = losses.adversarial_d(real, fake, self.cfg.gan_loss)  # mean over levels
         return loss, {"d_adv": loss}

@@ -1,39 +1,40 @@
 """The map-conditioned family "oasis": a SPADE generator judged by a per-pixel segmentation discriminator.
 
 Written from the papers: SPADE (Park et al., CVPR 2019, "Semantic Image Synthesis with Spatially-Adaptive
-Normalization") and OASIS (Schönfeld et al., ICLR 2021, "You Only Need Adversarial Supervision for Semantic Image
-Synthesis").
+Normalization") and OASIS (Schönfeld et al., ICLR 2021, "You Only Need Adversarial Supervision for Semantic
+Image Synthesis").
 
-Generator (SPADE): the map (and 3-D noise) is area-pooled to image_size / 2**g_upsamples and convolved; then one
-residual block per resolution, x2 nearest-neighbour up-sampling between them, and a 3x3 conv + tanh. In every block
-a parameter-free norm (batch norm, as OASIS, or instance norm) is modulated per pixel by the map:
-norm(x) * (1 + gamma(m)) + beta(m), gamma and beta 3x3 convs of a shared 3x3 conv + ReLU embedding of the map m
-pooled to the block's resolution. The map is area-pooled, not sampled (SPADE samples the nearest pixel), so a
-lesion smaller than a coarse cell still reaches that level. 3-D noise (OASIS): `noise_dim` channels of one
-N(0, 1) vector per image, spread over every pixel and concatenated to the map, so one map gives several images.
-In training the noise is drawn from the torch RNG; in eval mode it is 0 (its mean) unless given, so that an image
-depends only on its own map (`dermgan.models.dermgan.generate`); `noise_for` draws seeded noise for variations.
-With batch norm the generator is local: the image at a pixel depends on the map within `influence_radius` px.
+Generator (SPADE): the map (and 3-D noise) is area-pooled to image_size / 2**g_upsamples and convolved; then
+one residual block per resolution, x2 nearest-neighbour up-sampling between them, and a 3x3 conv + tanh. In
+every block a parameter-free norm (batch norm, as OASIS, or instance norm) is modulated per pixel by the map:
+norm(x) * (1 + gamma(m)) + beta(m), gamma and beta 3x3 convs of a shared 3x3 conv + ReLU embedding of the map
+m pooled to the block's resolution. The map is area-pooled, not sampled (SPADE samples the nearest pixel), so
+a lesion smaller than a coarse cell still reaches that level. 3-D noise (OASIS): `noise_dim` channels of one
+N(0, 1) vector per image, spread over every pixel and concatenated to the map, so one map gives several
+images. In training the noise is drawn from the torch RNG; in eval mode it is 0 (its mean) unless given, so
+that an image depends only on its own map (`dermgan.models.dermgan.generate`); `noise_for` draws seeded noise
+for variations. With batch norm the generator is local: the image at a pixel depends on the map within
+`influence_radius` px.
 
-Discriminator (OASIS): a U-Net of residual blocks with spectral norm that classifies every pixel of an image as
-one of the map's classes (background, healthy skin, each condition) or as "fake": N + 1 classes. Loss
-(dermgan.losses.segmentation_adversarial): D wants real pixels in their map class, weighted per class by inverse
-pixel frequency (lesions are small), and generated pixels "fake"; G wants its pixels in their map class, with the
-same weights. LabelMix (optional): D's logits on an image mixed by class regions from a real and a generated image
-must equal the same mix of its logits on the two.
+Discriminator (OASIS): a U-Net of residual blocks with spectral norm that classifies every pixel of an image
+as one of the map's classes (background, healthy skin, each condition) or as "fake": N + 1 classes. Loss
+(dermgan.losses.segmentation_adversarial): D wants real pixels in their map class, weighted per class by
+inverse pixel frequency (lesions are small), and generated pixels "fake"; G wants its pixels in their map
+class, with the same weights. LabelMix (optional): D's logits on an image mixed by class regions from a real
+and a generated image must equal the same mix of its logits on the two.
 
-Skin colour. The map also asks for a skin colour (a condition), which a label map does not carry. The generator
-reads the map in the repository's encodings (dermgan.data.semantic): "onehot" (class planes plus the skin colour on
-every skin pixel, the default) or "colour" (the paper's colour-coded picture, skin colour on the healthy skin).
-The segmentation D's targets are the map's classes, decoded from the map (`class_planes`); the skin colour reaches
-D as three constant planes beside the image (`skin_colour`), so that D can call a pixel fake for having the
-wrong skin colour as well as for looking generated.
+Skin colour. The map also asks for a skin colour (a condition), which a label map does not carry. The
+generator reads the map in the repository's encodings (dermgan.data.semantic): "onehot" (class planes plus the
+skin colour on every skin pixel, the default) or "colour" (the paper's colour-coded picture, skin colour on
+the healthy skin). The segmentation D's targets are the map's classes, decoded from the map (`class_planes`);
+the skin colour reaches D as three constant planes beside the image (`skin_colour`), so that D can call a
+pixel fake for having the wrong skin colour as well as for looking generated.
 
-What D sees, through the loop's critic (dermgan.critic): concat(image, skin colour planes, class planes). D reads
-the first six channels and hands the class planes back with its logits as its targets, so that an augmentation
-that moves the image (translation, cutout, flips) moves its targets alike; colour augmentation recolours the image
-channels only. D's per-pixel "real" logit, log sum_c p(class c) - log p(fake), is the last entry of its output,
-which is what the critic reads for ADA, R1, LeCam and its accuracy probes.
+What D sees, through the loop's critic (dermgan.critic): concat(image, skin colour planes, class planes). D
+reads the first six channels and hands the class planes back with its logits as its targets, so that an
+augmentation that moves the image (translation, cutout, flips) moves its targets alike; colour augmentation
+recolours the image channels only. D's per-pixel "real" logit, log sum_c p(class c) - log p(fake), is the last
+entry of its output, which is what the critic reads for ADA, R1, LeCam and its accuracy probes.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ class SPADE(nn.Module):
 
 class SPADEBlock(nn.Module):
     """SPADE's residual block: (SPADE, LeakyReLU, 3x3 conv) twice; a SPADE + 1x1 conv shortcut when the width
-    changes. Its SPADE layers share one embedding of the map (3x3 conv + ReLU; SPADE gives each layer its own),
-    which saves two of the three convolutions of the map at each resolution."""
+    changes. Its SPADE layers share one embedding of the map (3x3 conv + ReLU; SPADE gives each layer its
+    own), which saves two of the three convolutions of the map at each resolution."""
 
     def __init__(self, c_in: int, c_out: int, map_channels: int, hidden: int, norm: str):
         super().__init__()
@@ -181,7 +182,8 @@ class OASISGenerator(nn.Module):
         side = self.start
         x = self.head(F.interpolate(condition, size=side, mode="area"))
         for i, block in enumerate(self.blocks):
-            x = block(x, F.interpolate(condition, size=side, mode="area") if side < self.image_size else condition)
+            pooled = F.interpolate(condition, size=side, mode="area") if side < self.image_size else condition
+            x = block(x, pooled)
             if i < self.upsamples:
                 x, side = F.interpolate(x, scale_factor=2, mode="nearest"), 2 * side
         return torch.tanh(self.to_image(F.leaky_relu(x, 0.2)))
@@ -196,7 +198,7 @@ class OASISGenerator(nn.Module):
         cell = self.image_size // self.start
         radius = 2 * cell  # head: area pooling + 3x3 conv
         for i in range(self.upsamples + 1):
-            radius = max(radius, 3 * cell) + 2 * cell  # a block: SPADE, conv, SPADE, conv (shortcut is narrower)
+            radius = max(radius, 3 * cell) + 2 * cell  # SPADE, conv, SPADE, conv (the shortcut reaches less)
             if i < self.upsamples:
                 radius += cell
                 cell //= 2
@@ -241,8 +243,8 @@ class _DBlock(nn.Module):
 
 
 class OASISDiscriminator(nn.Module):
-    """concat(image, skin colour planes, class planes) -> [SegmentationOutput]: a U-Net (`levels` down, as many
-    up, skips concatenated) reads the image and skin planes and classifies every pixel into 1 + n_classes."""
+    """concat(image, skin colour planes, class planes) -> [SegmentationOutput]: a U-Net (`levels` down, as
+    many up, skips concatenated) reads the image and skin planes and gives each pixel 1 + n_classes logits."""
 
     def __init__(self, n_classes: int, base: int = 16, levels: int = 3):
         super().__init__()
@@ -254,7 +256,8 @@ class OASISDiscriminator(nn.Module):
         self.up = nn.ModuleList()
         for j in range(levels):  # j = 0 is the innermost
             i = levels - 1 - j
-            self.up.append(_DBlock(widths[i] if j == 0 else 2 * widths[i], widths[i - 1] if i else base, "up"))
+            c_in = widths[i] if j == 0 else 2 * widths[i]  # the innermost has no skip yet
+            self.up.append(_DBlock(c_in, widths[i - 1] if i else base, "up"))
         self.classify = spectral_norm(nn.Conv2d(base, 1 + n_classes, 1))
 
     def forward(self, x: torch.Tensor) -> list[SegmentationOutput]:
@@ -291,14 +294,14 @@ class MapModel:
 
 
 def class_mask(planes: torch.Tensor, coins: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W): 1 on the pixels of the classes whose coin (N, K) is 1, 0 elsewhere (and where unlabelled)."""
+    """(N, 1, H, W): 1 on the pixels of the classes whose coin (N, K) is 1, else 0 (unlabelled pixels too)."""
     return (planes * coins[:, :, None, None].to(planes.dtype)).sum(1, keepdim=True)
 
 
 class OASISRecipe:
     """Batches are (map, image, lesion_mask, condition) from `dermgan.data.semantic.MapDataset`."""
 
-    d_colour_channels = slice(0, 3)  # the image; the skin colour planes are a condition, the class planes codes
+    d_colour_channels = slice(0, 3)  # the image; the skin planes are a condition, the class planes codes
     d_threshold = 0.0  # the realness logit
 
     def __init__(self, cfg: OASISConfig, image_size: int, n_conditions: int = N_CONDITIONS):
@@ -318,15 +321,16 @@ class OASISRecipe:
     def d_loss(self, critic, batch, fake):
         semantic, real = batch[0], batch[1]
         conditions = self._conditions(semantic).to(real.dtype)
-        (real_out,), (fake_out,) = critic.pair(torch.cat([real, conditions], 1), torch.cat([fake, conditions], 1))
+        (real_out,), (fake_out,) = critic.pair(torch.cat([real, conditions], 1),
+                                               torch.cat([fake, conditions], 1))
         balance = self.cfg.class_balance
         loss_real = losses.segmentation_adversarial(real_out.logits, real_out.targets, True, balance)
         loss_fake = losses.segmentation_adversarial(fake_out.logits, fake_out.targets, False)
         logs = {"d_real": loss_real, "d_fake": loss_fake}
         loss = loss_real + loss_fake
         if self.cfg.lambda_labelmix:
-            # one coin per class region; the mix is made from the map as given, and the same coins mark the mix
-            # on the targets as they reached D (augmented like the images), so the two line up
+            # one coin per class region; the mix is made from the map as given, and the same coins mark the
+            # mix on the targets as they reached D (augmented like the images), so the two line up
             planes = conditions[:, 3:]
             coins = torch.randint(0, 2, planes.shape[:2], device=planes.device)
             mask = class_mask(planes, coins)
@@ -383,7 +387,8 @@ def train_variant(ctx, train_data, resume: bool = True, seed: int | None = None,
     folder = ctx.run_dir / "checkpoints" / run
     result = train(recipe, training_dataset(train_data, recipe, cfg.steps, seed),
                    loop_settings(cfg, seed, str(ctx.device)), folder, ctx.path("logs", f"{run}.csv"),
-                   folder / "grids", resume=resume, desc=run, provenance=data_fingerprint(train_data, ctx.data_root))
+                   folder / "grids", resume=resume, desc=run,
+                   provenance=data_fingerprint(train_data, ctx.data_root))
     return recipe, result
 
 

