@@ -35,17 +35,41 @@ def _whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 AT_LEAST_1 = (lambda v: _whole(v) and v >= 1, "an integer >= 1")
 AT_LEAST_0 = (lambda v: _whole(v) and v >= 0, "an integer >= 0")
-FRACTION = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
-POSITIVE = (lambda v: v > 0, "a number > 0")
-NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+FRACTION = (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
+BELOW_1 = (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")  # Adam's betas, EMA decay
+POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
+NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "a number >= 0")
+FLAG = (lambda v: isinstance(v, bool), "true or false")
+# Image sizes: the renderer draws 32..512 px (dermgan.data.synth takes its limits from here) and the U-Net
+# halves a power of two down to 1 px, so a size must be both.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
+IMAGE_SIZE = (lambda v: _whole(v) and MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE and v & (v - 1) == 0,
+              f"a power of two in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] (the renderer's range; the U-Net "
+              "halves it down to 1 px)")
+
+
+def at_least(minimum: int, why: str = ""):
+    return (lambda v: _whole(v) and v >= minimum, f"an integer >= {minimum}" + (f" ({why})" if why else ""))
+
+
+def or_none(rule):
+    test, expected = rule
+    return (lambda v: v is None or test(v), f"{expected}, or None")
 
 
 def one_of(*choices):
     return (lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
 
 
+AMP = one_of("auto", "bf16", "fp16", "off")
+NORM = one_of("batch", "instance", "none")
+GAN_LOSS = one_of("vanilla", "lsgan", "hinge")
 AUGMENT_POLICIES = ("colour", "translation", "cutout", "dihedral")  # dermgan.diffaugment
 
 
@@ -83,13 +107,17 @@ class CriticConfig:
 
     def __post_init__(self):
         parse_policy(self.augment)  # an unknown transform is named
-        below_one = (lambda v: 0 <= v < 1, "a number in [0, 1)")
-        _validate(self, self.SECTION, augment_p=FRACTION, ada_target=below_one, ada_images=AT_LEAST_1,
-                  ada_interval=AT_LEAST_1, r1_gamma=NON_NEGATIVE, r1_every=AT_LEAST_1, lecam_weight=NON_NEGATIVE,
-                  lecam_decay=below_one)
+        _validate(self, self.SECTION, augment=(lambda v: isinstance(v, str), "a policy string"),
+                  augment_p=FRACTION, ada_target=BELOW_1, ada_images=AT_LEAST_1, ada_interval=AT_LEAST_1,
+                  r1_gamma=NON_NEGATIVE, r1_every=AT_LEAST_1, lecam_weight=NON_NEGATIVE, lecam_decay=BELOW_1,
+                  **self.rules())
         if self.ada_target and not self.augment:
             raise ValueError(f"{self.SECTION}.ada_target adapts the probability of augmentation: name an augment "
                              "policy too (augment='translation,cutout', ...)")
+
+    def rules(self) -> dict:
+        """The range rules of a section's own fields (each family's section adds its own)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -350,17 +378,16 @@ class OASISConfig(CriticConfig):
     log_every: int = 25
     n_eval: int = 0
 
-    def __post_init__(self):
-        super().__post_init__()
-        _validate(self, "oasis", base_filters=AT_LEAST_1, g_upsamples=AT_LEAST_1, spade_hidden=AT_LEAST_1,
-                  noise_dim=AT_LEAST_0, g_norm=one_of("batch", "instance"), d_base=AT_LEAST_1,
-                  d_levels=AT_LEAST_1, lambda_labelmix=NON_NEGATIVE, lambda_l1=NON_NEGATIVE,
-                  encoding=one_of("colour", "onehot"), steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
-                  lr_d=POSITIVE, beta1=FRACTION, beta2=FRACTION, decay_start=FRACTION,
-                  ema_decay=(lambda v: 0 <= v < 1, "a number in [0, 1)"), eval_weights=one_of("ema", "raw"),
-                  augment_jitter=(lambda v: v >= 1, "a number >= 1"), amp=one_of("auto", "bf16", "fp16", "off"),
-                  num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0,
-                  log_every=AT_LEAST_1, n_eval=AT_LEAST_0)
+    def rules(self) -> dict:
+        return dict(base_filters=AT_LEAST_1, g_upsamples=AT_LEAST_1, spade_hidden=AT_LEAST_1, noise_dim=AT_LEAST_0,
+                    g_norm=one_of("batch", "instance"), d_base=AT_LEAST_1, d_levels=AT_LEAST_1,
+                    lambda_labelmix=NON_NEGATIVE, class_balance=FLAG, lambda_l1=NON_NEGATIVE,
+                    encoding=one_of("colour", "onehot"), steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
+                    lr_d=POSITIVE, beta1=BELOW_1, beta2=BELOW_1, decay_start=FRACTION, ema_decay=BELOW_1,
+                    eval_weights=one_of("ema", "raw"), augment_flip=FLAG,
+                    augment_jitter=(lambda v: _number(v) and v >= 1, "a number >= 1 (1 = off)"), amp=AMP,
+                    compile=FLAG, num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0,
+                    log_every=AT_LEAST_1, n_eval=AT_LEAST_0)
 
 
 PROJECTED_BACKBONES = ("efficientnet-lite0", "random")
@@ -383,8 +410,8 @@ class ProjectedConfig:
 
     def __post_init__(self):
         _validate(self, "projected", backbone=one_of(*PROJECTED_BACKBONES),
-                  input_size=(lambda v: _whole(v) and v >= 32, "an integer >= 32 (the deepest stage: 1/32)"),
-                  mix_channels=AT_LEAST_1, head_filters=AT_LEAST_1)
+                  input_size=at_least(32, "the deepest stage is 1/32"), mix_channels=AT_LEAST_1,
+                  head_filters=AT_LEAST_1, weights=or_none((lambda v: isinstance(v, str) and v != "", "a file")))
 
 
 @dataclass(frozen=True)

@@ -245,22 +245,24 @@ def training_dataset(train_data, recipe: "Pix2PixRecipe", steps: int, seed: int)
 
 def train_variant(
     name: str, ctx, train_data, resume: bool = True, seed: int | None = None, steps: int | None = None,
-    run: str | None = None,
+    run: str | None = None, holdout_data=None,
 ):
     """Train one named variant on a SkinData split with the run context's profile; returns (recipe, result).
 
     `seed` (default ctx.seed) and `steps` (default the profile's) select the run; `run` names its folders
-    (default `name`). Writes checkpoints/<run>/{last.pt, generator.pt, grids/step_*.png} and logs/<run>.csv in
-    the run directory. "oasis" trains with the profile's `oasis` section (dermgan.models.oasis.train_variant).
+    (default `name`); `holdout_data` (the validation split) makes the loop log D's accuracy on its real images
+    beside the training ones. Writes checkpoints/<run>/{last.pt, generator.pt, grids/step_*.png} and
+    logs/<run>.csv in the run directory.
     """
+    from dermgan.data.semantic import MapDataset
     from dermgan.train import data_fingerprint, train
 
-    if name == OASIS:
-        from dermgan.models import oasis
-
-        return oasis.train_variant(ctx, train_data, resume, seed, steps, run)
     seed = ctx.seed if seed is None else seed
     run = name if run is None else run
+    if name == OASIS:  # its own recipe and profile section (dermgan.models.oasis)
+        from dermgan.models import oasis
+
+        return oasis.train_variant(ctx, train_data, resume, seed, steps, run, holdout_data)
     cfg = ctx.profile.dermgan
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
@@ -278,6 +280,7 @@ def train_variant(
         resume=resume,
         desc=run,
         provenance=data_fingerprint(train_data, ctx.data_root),  # resume refuses a checkpoint of other data
+        holdout=None if holdout_data is None else MapDataset(holdout_data, recipe.variant.encoding),
     )
     return recipe, result
 

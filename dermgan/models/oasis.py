@@ -373,9 +373,10 @@ def generator_from_metadata(meta: dict) -> OASISGenerator:
 
 
 def train_variant(ctx, train_data, resume: bool = True, seed: int | None = None, steps: int | None = None,
-                  run: str | None = None):
+                  run: str | None = None, holdout_data=None):
     """Train "oasis" on a SkinData split with the run context's profile (section `oasis`): (recipe, result).
-    Folders as `dermgan.models.dermgan.train_variant`: checkpoints/<run>/, logs/<run>.csv."""
+    Arguments and folders as `dermgan.models.dermgan.train_variant`: checkpoints/<run>/, logs/<run>.csv."""
+    from dermgan.data.semantic import MapDataset
     from dermgan.models.dermgan import training_dataset
     from dermgan.train import data_fingerprint, initial_weights, loop_settings, train
 
@@ -388,7 +389,8 @@ def train_variant(ctx, train_data, resume: bool = True, seed: int | None = None,
     result = train(recipe, training_dataset(train_data, recipe, cfg.steps, seed),
                    loop_settings(cfg, seed, str(ctx.device)), folder, ctx.path("logs", f"{run}.csv"),
                    folder / "grids", resume=resume, desc=run,
-                   provenance=data_fingerprint(train_data, ctx.data_root))
+                   provenance=data_fingerprint(train_data, ctx.data_root),
+                   holdout=None if holdout_data is None else MapDataset(holdout_data, cfg.encoding))
     return recipe, result
 
 
