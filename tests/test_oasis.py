@@ -243,10 +243,14 @@ def _ctx(tmp_path, **changes):
 def test_oasis_trains_through_dermgans_entry_points_and_samples_like_dermgan(tmp_path, skin):
     ctx = _ctx(tmp_path)
     train, test = skin.split("train"), skin.split("test")
-    recipe, result = dg.train_variant("oasis", ctx, train, run="oasis-s0")
+    recipe, result = dg.train_variant("oasis", ctx, train, run="oasis-s0", holdout_data=skin.split("val"))
     assert result.step == 6 and isinstance(recipe, oasis.OASISRecipe)
     log = pd.read_csv(tmp_path / "logs" / "oasis-s0.csv")
     assert np.isfinite(log[["loss_d", "loss_g", "d_real", "d_fake", "d_labelmix", "g_adv"]].to_numpy()).all()
+    # the critic reads D's per-pixel realness: its accuracy on training and held-out reals is probed
+    probed = log.dropna(subset=["d_acc_val"])
+    assert list(probed["step"]) == [3, 6]
+    assert probed[["d_acc_train", "d_acc_val", "d_acc_fake"]].stack().between(0, 1).all()
     G, meta = dg.evaluated_generator(tmp_path / "checkpoints" / "oasis-s0")
     assert meta["variant"] == {"name": "oasis", "encoding": "onehot"}
     assert meta["evaluation"] == {"weights": "ema", "normalisation": "eval", "step": 6}
