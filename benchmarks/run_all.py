@@ -22,13 +22,15 @@ import _report  # noqa: E402
 
 BENCHMARKS = {  # script -> (full arguments, quick arguments); result files they write
     "bench_train_step.py": ([], ["--sizes", "64", "--steps", "4", "--rounds", "1"]),
+    "bench_discriminators.py": (["--write"],
+                                ["--write", "--steps", "4", "--rounds", "1", "--input-sizes", "64"]),
     "bench_sampling.py": ([], ["--n", "32", "--repeats", "1"]),
     "bench_data.py": ([], ["--n", "64"]),
     "bench_metrics.py": ([], []),
     "bench_render.py": ([], ["--skip-dataset", "--n", "8"]),
     "notebook_times.py": ([], []),
 }
-ORDER = ["train_step", "sampling", "data", "metrics", "render", "notebook_times"]
+ORDER = ["train_step", "discriminators", "sampling", "data", "metrics", "render", "notebook_times"]
 
 
 def main(argv=None) -> None:
