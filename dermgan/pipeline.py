@@ -612,10 +612,10 @@ def check_n_probe(value: int | None, *context) -> None:
 def check_model(value: str, profile: Profile, *context) -> None:
     from dermgan.models.dermgan import variants
 
-    known = variants(profile.dermgan, ablation=True)
-    if re.sub(r"-s\d+$", "", value) not in known:
-        raise ValueError(f"model {value!r} is not one 02 trains; use one of {', '.join(known)}, or an "
-                         "ablation run <model>-s<seed>")
+    known = [*variants(profile.dermgan, ablation=True), *profile.compare.model_names]
+    if re.sub(r"-(full-)?s\d+$", "", value) not in known:
+        raise ValueError(f"model {value!r} is not one 02 trains; use one of {', '.join(known)}, or a seed run "
+                         "<model>-s<seed> / <model>-full-s<seed>")
 
 
 def check_weights(value: str | None, profile: Profile, records, request: Request) -> None:
