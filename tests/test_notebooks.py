@@ -19,7 +19,7 @@ def test_source_notebook_is_committed_without_outputs(notebook):
 def test_smoke_run_is_current(notebook):
     executed = ROOT / "papermill_runs" / "smoke" / notebook.name
     reasons = pipeline.stale_reasons(notebook, executed)
-    assert not reasons, "; ".join(reasons) + " -> re-run: make reproduce PROFILE=smoke"
+    assert not reasons, "; ".join(reasons) + " -> re-run: make references PROFILE=smoke"
 
 
 @pytest.mark.parametrize("notebook", SOURCES, ids=lambda p: p.stem)
