@@ -1340,8 +1340,8 @@ def run_command(args) -> int:
     if args.references and args.profile != "smoke" and any(e["notebook"].startswith("09") for e in
                                                            manifest["notebooks"]):
         folders.append(f"published figures in {shown(root / 'figures' / args.profile)}")
-    print(f"done: {len(manifest['notebooks'])} notebooks in {duration(manifest['total_wall_s'])}; "
-          + "; ".join(folders))
+    count = len(manifest["notebooks"])
+    print(f"done: {count} notebook{'s' * (count != 1)} in {duration(manifest['total_wall_s'])}; " + "; ".join(folders))
     return 0
 
 
