@@ -305,9 +305,12 @@ def parse_override(text: str) -> tuple[str, str]:
 
 
 def series_parameter(name: str) -> Parameter:
-    """A data setting as a parameter of the whole series (its type is the DataConfig field's)."""
-    default = getattr(DataConfig(), name)
-    return Parameter(name, type(default), True, None, ("data", name))
+    """A data setting as a parameter of the whole series, of the type the DataConfig field is annotated with
+    (`real_images: int | None = None` is an int, not the type of its default)."""
+    field = next(f for f in dataclasses.fields(DataConfig) if f.name == name)
+    annotation = parse_annotation(ast.parse(str(field.type), mode="eval").body)
+    kind = annotation[0] if annotation else type(field.default)
+    return Parameter(name, kind, True, None, ("data", name))
 
 
 @dataclass

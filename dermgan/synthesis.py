@@ -237,6 +237,7 @@ def synthesize(checkpoint, output, n: int = 10, conditions=None, fitzpatrick: st
     an unknown condition or Fitzpatrick type, a non-empty `output` (unless `overwrite`, and then only a folder
     this command wrote), a checkpoint without its run directory, or data other than its training data."""
     from dermgan.runtime import progress
+    from dermgan.train import remove_stale_temps
 
     if isinstance(conditions, str):
         conditions = tuple(c.strip() for c in conditions.split(","))
@@ -251,8 +252,6 @@ def synthesize(checkpoint, output, n: int = 10, conditions=None, fitzpatrick: st
         plan = noise_plan(model, request)
     log(f"synthesize: {plan.size} images ({plan.describe}) from {model.path} -> {output}")
     temp = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    from dermgan.train import remove_stale_temps
-
     remove_stale_temps(output.parent)  # a killed run's half dataset
     try:
         rows = []

@@ -547,6 +547,14 @@ def test_list_shows_each_parameter_with_its_type(capsys):
     assert "steps: int | None" in listed and "resume: bool" in listed and "image_size: int | None" in listed
 
 
+def test_a_data_setting_whose_default_is_none_takes_the_type_it_is_annotated_with(capsys):
+    # real_images: int | None = None used to be typed NoneType: `-p real_images=500` was refused
+    assert pipeline.convert(pipeline.series_parameter("real_images"), "500") == 500
+    assert pipeline.convert(pipeline.series_parameter("real_images"), "None") is None
+    assert pipeline.main(["list"]) == 0
+    assert "real_images: int | None" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------- one root, kernels
 
 def test_a_series_writes_under_the_commands_root_with_this_interpreter_and_says_so_while_silent(tmp_path,
