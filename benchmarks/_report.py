@@ -1,11 +1,11 @@
 """What every benchmark shares: the machine it ran on, and writing its result as JSON + a Markdown table.
 
-Results go to <results>/<name>.json and <name>.md (written atomically); `run_all.py` collects the Markdown tables
-into a README.md beside them. <results> is runs/benchmarks/results under the project root, which git ignores,
-unless the run refreshes the committed references (`run_all.py --references`, `make benchmark-references`,
-i.e. DERMGAN_REFERENCES=1): then benchmarks/results, collected into benchmarks/README.md. Numbers compare only
-within one run on one machine: every speed target is a ratio of two things measured side by side in the same
-process.
+Results go to <results>/<name>.json and <name>.md (written atomically); `run_all.py` collects the Markdown
+tables into a README.md beside them. <results> is runs/benchmarks/results under the project root, which git
+ignores, unless the run refreshes the committed references (`run_all.py --references`, `make
+benchmark-references`, i.e. DERMGAN_REFERENCES=1): then benchmarks/results, collected into
+benchmarks/README.md. Numbers compare only within one run on one machine: every speed target is a ratio of two
+things measured side by side in the same process.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ def rows_of(manifest: Path) -> list[dict]:
     record = json.loads(manifest.read_text())
     entries = [{**e, "git_commit": record.get("git_commit")} for e in record.get("notebooks", [])]
     entries += record.get("earlier_runs", [])
-    return [{"series": series_of(manifest), "notebook": e["notebook"].removesuffix(".ipynb"), "status": e.get("status"),
+    return [{"series": series_of(manifest), "notebook": e["notebook"].removesuffix(".ipynb"),
+             "status": e.get("status"),
              "wall s": e.get("wall_s"), "commit": (e.get("git_commit") or "?")[:7]
              + ("+dirty" if str(e.get("git_commit", "")).endswith("+dirty") else "")}
             for e in sorted(entries, key=lambda e: e["notebook"])]

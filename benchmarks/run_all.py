@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only SCRIPT ...] [--references]
 
-Each benchmark runs in its own process (so memory figures are its own) and writes results/<name>.{json,md}; this
-script then writes README.md from those tables, with the machine they ran on. A user's run writes under
+Each benchmark runs in its own process (so memory figures are its own) and writes results/<name>.{json,md};
+this script then writes README.md from those tables, with the machine they ran on. A user's run writes under
 runs/benchmarks/ (git ignores it): the committed tables in benchmarks/results and benchmarks/README.md change
 only with --references (`make benchmark-references`, for maintainers). It says what it runs and how long that
 took last time (results/timings.json), and prints a line every minute a benchmark is silent. --quick passes
@@ -34,7 +34,7 @@ BENCHMARKS = {  # script -> (full arguments, quick arguments); result files they
 }
 ORDER = ["train_step", "sampling", "data", "metrics", "render", "notebook_times"]
 TIMINGS = "timings.json"  # wall time of each script in the last run, per mode (full / quick)
-# Until a run has recorded its timings: what issue 27 measured for the whole set (2 CPU cores, a busy machine).
+# Until a run has recorded its timings: what issue 27 measured for the whole set (2 CPU cores, a busy host).
 UNTIMED = "not recorded yet; the whole set took about 14 min on 2 CPU cores when last timed (issue 27)"
 
 
@@ -43,7 +43,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes for a fast look (default: off)")
     parser.add_argument("--only", nargs="*", default=None, help="script names to run (default: all)")
     parser.add_argument("--references", action="store_true",
-                        help="maintainers: refresh the committed benchmarks/results and README.md (default: off)")
+                        help="maintainers: refresh the committed benchmarks/results and README.md "
+                             "(default: off)")
     args = parser.parse_args(argv)
     if args.references:  # before _report is imported: it picks the results folder from this
         os.environ[REFERENCES_VARIABLE] = "1"
@@ -54,7 +55,8 @@ def main(argv=None) -> None:
     scripts = [s for s in BENCHMARKS if not args.only or s in args.only]
     mode = "quick" if args.quick else "full"
     # the last run's times in this results folder, else the committed reference run's
-    expected = next((t[mode] for t in map(recorded_timings, (results, _report.REFERENCE_RESULTS)) if mode in t), {})
+    recorded = map(recorded_timings, (results, _report.REFERENCE_RESULTS))
+    expected = next((t[mode] for t in recorded if mode in t), {})
     print(plan_text(scripts, expected, results), flush=True)
     env = {**os.environ, "DERMGAN_BATCH": "1"}
     timings = {}
@@ -63,9 +65,10 @@ def main(argv=None) -> None:
         about = f" (last time {duration(expected[script])})" if script in expected else ""
         print(f"== {script}{about}", flush=True)
         began = time.monotonic()
-        silence = Heartbeat(lambda s=script, t=began: f"   still running: {s}, {duration(time.monotonic() - t)} so far",
-                            every=60.0)
-        with silence:
+        def silent(script=script, began=began) -> str:
+            return f"   still running: {script}, {duration(time.monotonic() - began)} so far"
+
+        with Heartbeat(silent, every=60.0):
             subprocess.run([sys.executable, str(HERE / script), *(quick if args.quick else full)], check=True,
                            env=env)
         timings[script] = round(time.monotonic() - began, 1)

@@ -77,8 +77,10 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
     steps = max(cfg.epochs * len(loader), 1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps)
     history, best, best_score = [], None, -np.inf
-    # a bar over the epochs (silent in batch runs) unless the caller brings its own
-    epochs = (progress or (lambda it: default_progress(it, desc="classifier epochs", leave=False)))(range(cfg.epochs))
+    if progress is None:  # a bar over the epochs (silent in batch runs) unless the caller brings its own
+        def progress(items):
+            return default_progress(items, desc="classifier epochs", leave=False)
+    epochs = progress(range(cfg.epochs))
     for epoch in epochs:
         dataset.set_epoch(epoch)
         model.train()

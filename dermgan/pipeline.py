@@ -895,7 +895,8 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
                                 notebooks_dir)
         manifest["references"] = references
         with sigterm_stops_like_ctrl_c():
-            record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, log, heartbeat_s)
+            record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, log,
+                          heartbeat_s)
     return manifest
 
 
@@ -904,7 +905,8 @@ def kernel_environment(root: Path, references: bool):
     """Within: what the kernels of a series inherit. DERMGAN_BATCH=1 (no progress bars in executed notebooks),
     the run's root as $DERMGAN_HOME, and DERMGAN_REFERENCES=1 only when refreshing the committed references.
     The previous values come back afterwards."""
-    values = {"DERMGAN_BATCH": "1", HOME_VARIABLE: str(root), REFERENCES_VARIABLE: "1" if references else None}
+    values = {"DERMGAN_BATCH": "1", HOME_VARIABLE: str(root),
+              REFERENCES_VARIABLE: "1" if references else None}
     previous = {name: os.environ.get(name) for name in values}
 
     def apply(settings):
@@ -944,7 +946,8 @@ def record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel,
 
             try:
                 with beat:
-                    execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel, root, watch)
+                    execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel, root,
+                            watch)
             except NotebookFailure as failure:
                 entry.update(status="failed", cell=failure.cell, error=failure.error,
                              kept=failure.kept.name if failure.kept else None)
@@ -996,8 +999,9 @@ def reference_wall_times(root: Path, profile: str) -> dict[str, float]:
 @dataclass
 class Estimate:
     """The time a series has left: the recorded wall time of each notebook left (the previous run in this
-    output folder, else the profile's reference run), scaled by this run's pace so far (its measured times over
-    the recorded times of the notebooks it has completed): a loaded machine is slower than the reference."""
+    output folder, else the profile's reference run), scaled by this run's pace so far (its measured times
+    over the recorded times of the notebooks it has completed): a loaded machine is slower than the
+    reference."""
 
     recorded: dict[str, float]
     source: str
@@ -1166,12 +1170,13 @@ references: papermill_runs/<same name> and, from notebook 09, figures/<profile>.
 
 SYNTHESIZE_EXAMPLES = """examples:
   python -m dermgan synthesize runs/cpu/checkpoints/dermgan my_data --n 50
-  python -m dermgan synthesize runs/cpu/checkpoints/dermgan my_data --conditions melanoma,eczema --fitzpatrick 5,6
+  python -m dermgan synthesize runs/cpu/checkpoints/dermgan my_data --conditions melanoma,eczema \\
+      --fitzpatrick 5,6
   python -m dermgan synthesize runs/cpu/checkpoints/lapgan-melanoma melanomas --n 500
   python -m dermgan run --dataset folder --data-root my_data     the result reads back as a dataset
 
-A map-conditioned model (DermGAN, pix2pix, ...) draws new maps from the training data of its run directory (the
-lesion of a training image of each condition, re-toned to each Fitzpatrick type); an unconditional model
+A map-conditioned model (DermGAN, pix2pix, ...) draws new maps from the training data of its run directory
+(the lesion of a training image of each condition, re-toned to each Fitzpatrick type); an unconditional model
 (DCGAN, LAPGAN, DDGAN, Furger's) makes --n images of the one class it learnt. One image in Python:
   from dermgan.synthesis import one_image
   image, mask = one_image("runs/cpu/checkpoints/dermgan", "melanoma", size=0.08, x=0.4, y=0.6, skin=5)
@@ -1215,12 +1220,13 @@ def add_data_options(command: argparse.ArgumentParser, seed_help: str) -> None:
     command.add_argument("--seed", type=int, default=0, help=seed_help)
     command.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, "
                                                           "cuda:N or mps")
-    command.add_argument("--dataset", default="synthetic", help="synthetic, or a real source such as ham10000 or "
-                                                                "folder (docs/real_datasets.md)")
-    command.add_argument("--data-root", default=None, help="the folder holding a real dataset (default: none; "
-                                                           "needed for every real dataset)")
-    command.add_argument("--run-dir", default=None, help="artefacts folder (default: runs/<profile>[-<dataset>] "
-                                                         "under the project root)")
+    command.add_argument("--dataset", default="synthetic",
+                         help="synthetic, or a real source such as ham10000 or folder "
+                              "(docs/real_datasets.md)")
+    command.add_argument("--data-root", default=None,
+                         help="the folder holding a real dataset (default: none; real datasets need it)")
+    command.add_argument("--run-dir", default=None,
+                         help="artefacts folder (default: runs/<profile>[-<dataset>] under the project root)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1240,7 +1246,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=HelpFormatter)
 
     run = command("run", "execute the notebook series with papermill (into runs/<profile>/)",
-                  "Execute the numbered notebooks in order with papermill; stop at the first failure.", RUN_EXAMPLES)
+                  "Execute the numbered notebooks in order with papermill; stop at the first failure.",
+                  RUN_EXAMPLES)
     run.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     run.add_argument("--only", help="run just this notebook, e.g. 02 or 02_dermgan_training (default: all)")
     run.add_argument("--from", dest="start", help="run from this notebook on (default: the first)")
@@ -1257,22 +1264,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Jupyter kernel that executes them (default: python3, i.e. this interpreter; the "
                           "kernel the notebooks declare, 'Python (dermgan)', is the one JupyterLab opens)")
     run.add_argument("--references", action="store_true",
-                     help="maintainers: refresh the references committed in the checkout "
-                          "(papermill_runs/<profile>[-<dataset>], and figures/<profile> from 09) (default: off)")
+                     help="maintainers: refresh the references committed in the checkout (papermill_runs/"
+                          "<profile>[-<dataset>], and figures/<profile> from 09) (default: off)")
     command("list", "list the notebooks and their typed parameters",
             "Each notebook and the parameters `run -p NAME=VALUE` can set, with types.")
     train = command("train", "train one DermGAN variant without a notebook (works under torchrun)",
                     "Train one DermGAN variant as notebook 02 does, on one device or under torchrun (DDP).",
                     train_epilog)
-    train.add_argument("--profile", default="cpu", choices=list(PROFILES), help="the profile's sizes and steps")
+    train.add_argument("--profile", default="cpu", choices=list(PROFILES),
+                       help="the profile's sizes and steps")
     train.add_argument("--model", default="dermgan", help="a variant name (listed below)")
     train.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's)")
     train.add_argument("--batch-size", type=int, default=None, help="global batch (default: the profile's)")
     add_data_options(train, "seed of the data splits, initial weights and every random draw")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     synthesize = command("synthesize", "write a labelled dataset made by a trained generator",
-                         "Write images, lesion masks, semantic maps and labels.csv (readable by --dataset folder) "
-                         "made by a trained generator, with provenance.json.", SYNTHESIZE_EXAMPLES)
+                         "Write images, lesion masks, semantic maps and labels.csv (readable by --dataset "
+                         "folder) made by a trained generator, with provenance.json.", SYNTHESIZE_EXAMPLES)
     synthesize.add_argument("checkpoint", help="checkpoint folder of a trained generator, e.g. "
                                                "runs/cpu/checkpoints/dermgan")
     synthesize.add_argument("output", help="a new or empty folder for the dataset")
@@ -1281,8 +1289,8 @@ def build_parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--conditions", default=None,
                             help="comma-separated class names (default: every class the generator knows)")
     synthesize.add_argument("--fitzpatrick", default="all",
-                            help="'all' (every type in the training data), 'none' (skin as drawn from training "
-                                 "images) or types such as 1,3,6")
+                            help="'all' (every type in the training data), 'none' (skin as drawn from "
+                                 "training images) or types such as 1,3,6")
     synthesize.add_argument("--seed", type=int, default=0, help="the same seed gives the same files")
     synthesize.add_argument("--batch-size", type=int, default=64, help="images generated at once")
     synthesize.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda")
@@ -1328,23 +1336,27 @@ def run_command(args) -> int:
     get_profile(args.profile)
     root = project_root()
     if args.references and not is_checkout(root):
-        raise PipelineError(f"--references refreshes the references committed in a dermgan checkout, and {root} "
-                            "is none; run it from the checkout (or leave it out)")
+        raise PipelineError(f"--references refreshes the references committed in a dermgan checkout, and "
+                            f"{root} is none; run it from the checkout (or leave it out)")
     if args.references and args.output_dir:
-        raise PipelineError("--references writes papermill_runs/<profile>[-<dataset>]; leave out --output-dir")
+        raise PipelineError("--references writes papermill_runs/<profile>[-<dataset>]; leave out "
+                            "--output-dir")
     name = run_name(args.profile, args.dataset)
     output_dir = Path(args.output_dir).resolve() if args.output_dir else executed_dir(name, args.references)
     run_dir = args.run_dir or f"runs/{name}"
     manifest = run_series(args.profile, Path(args.notebooks_dir), output_dir, run_dir=run_dir, seed=args.seed,
-                          device=args.device, dataset=args.dataset, data_root=args.data_root, overrides=overrides,
-                          only=args.only, start=args.start, kernel=args.kernel, references=args.references)
+                          device=args.device, dataset=args.dataset, data_root=args.data_root,
+                          overrides=overrides, only=args.only, start=args.start, kernel=args.kernel,
+                          references=args.references)
+    artefacts = shown(resolve_run_dir(run_dir, create=False))
     folders = [f"executed notebooks in {shown(output_dir)}",
-               f"artefacts (data, checkpoints, samples, metrics, figures) in {shown(resolve_run_dir(run_dir, False))}"]
+               f"artefacts (data, checkpoints, samples, metrics, figures) in {artefacts}"]
     if args.references and args.profile != "smoke" and any(e["notebook"].startswith("09") for e in
                                                            manifest["notebooks"]):
         folders.append(f"published figures in {shown(root / 'figures' / args.profile)}")
     count = len(manifest["notebooks"])
-    print(f"done: {count} notebook{'s' * (count != 1)} in {duration(manifest['total_wall_s'])}; " + "; ".join(folders))
+    took = duration(manifest["total_wall_s"])
+    print(f"done: {count} notebook{'s' * (count != 1)} in {took}; " + "; ".join(folders))
     return 0
 
 
@@ -1369,7 +1381,8 @@ def shown(path: Path) -> str:
         return str(path) + "/"
 
 
-COMMANDS = {"run": run_command, "list": list_command, "train": train_command, "synthesize": synthesize_command}
+COMMANDS = {"run": run_command, "list": list_command, "train": train_command,
+            "synthesize": synthesize_command}
 
 
 def describe(error: BaseException) -> str | None:
@@ -1412,7 +1425,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quiet_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again on the closed pipe."""
+    """Point stdout at /dev/null: the interpreter's last flush would fail again on the closed pipe."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)

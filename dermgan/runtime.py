@@ -122,7 +122,7 @@ def is_checkout(folder: Path) -> bool:
 
 
 def code_checkout() -> Path | None:
-    """The source checkout this package is imported from (editable install, PYTHONPATH), None when installed."""
+    """The checkout this package is imported from (editable install, PYTHONPATH); None when installed."""
     folder = Path(__file__).resolve().parents[1]
     return folder if is_checkout(folder) else None
 
@@ -149,16 +149,17 @@ def refreshing_references() -> bool:
 
 
 def executed_dir(series: str, references: bool | None = None) -> Path:
-    """Where the executed notebooks (and manifest.json) of a series go: papermill_runs/<series> when refreshing
-    the committed references, else runs/<series>/executed beside the series' artefacts (`series` = run_name)."""
+    """Where the executed notebooks (and manifest.json) of a series go: papermill_runs/<series> when
+    refreshing the committed references, else runs/<series>/executed beside the series' artefacts (`series`
+    = run_name)."""
     references = refreshing_references() if references is None else references
     root = project_root()
     return root / "papermill_runs" / series if references else root / "runs" / series / EXECUTED_FOLDER
 
 
 def executed_manifests(series_pattern: str, references: bool | None = None) -> list[Path]:
-    """The manifest.json of every executed series whose name matches a glob pattern (e.g. "cpu-*"), in the place
-    `executed_dir` gives."""
+    """The manifest.json of every executed series whose name matches a glob pattern (e.g. "cpu-*"), in the
+    place `executed_dir` gives."""
     root = project_root()
     pattern = executed_dir(series_pattern, references).relative_to(root) / "manifest.json"
     return sorted(root.glob(str(pattern)))

@@ -9,10 +9,11 @@ into images; an unconditional one (the MelanoGAN baselines, Furger et al.'s mode
 the one class it was trained on. A new family is one more `Family` row.
 
 Maps. New maps are drawn as notebook 07 draws them (`augmentation_experiment.draw_maps`): the lesion of a
-training image of the condition (size and position; on the synthetic catalogue a new lesion of that condition's
-shape), the skin layout of another training image, re-toned to each Fitzpatrick type asked for with the median
-skin colour of that type in the training data (colours the generator saw). They need the run directory the
-checkpoint was trained in (its run.json names the data), and the data must be the data it was trained on.
+training image of the condition (size and position; on the synthetic catalogue a new lesion of that
+condition's shape), the skin layout of another training image, re-toned to each Fitzpatrick type asked for
+with the median skin colour of that type in the training data (colours the generator saw). They need the run
+directory the checkpoint was trained in (its run.json names the data), and the data must be the data it was
+trained on.
 
 Output. One folder, written as a whole into a temporary sibling and renamed into place (a killed run leaves no
 half dataset under the name): images/<label>/<id>.png, masks/<id>.png (lesion 255, else 0), maps/<id>.png (the
@@ -104,8 +105,8 @@ def generator_file(checkpoint: str | os.PathLike) -> Path:
     path = Path(checkpoint).expanduser()
     path = path / "generator.pt" if path.is_dir() else path
     if not path.is_file():
-        raise SynthesisError(f"{checkpoint}: no generator.pt there; give a checkpoint folder written by training, "
-                             "e.g. runs/cpu/checkpoints/dermgan")
+        raise SynthesisError(f"{checkpoint}: no generator.pt there; give a checkpoint folder written by "
+                             "training, e.g. runs/cpu/checkpoints/dermgan")
     return path
 
 
@@ -119,8 +120,9 @@ def load(checkpoint: str | os.PathLike, device: str = "auto") -> Generator:
     meta = saved.get("recipe") if isinstance(saved, dict) else None
     family = next((f for f in FAMILIES if isinstance(meta, dict) and f.recognises(meta)), None)
     if family is None:
-        raise SynthesisError(f"{path} is not a generator of a known family ({', '.join(f.name for f in FAMILIES)});"
-                             " give the checkpoint folder of a trained generator")
+        known = ", ".join(f.name for f in FAMILIES)
+        raise SynthesisError(f"{path} is not a generator of a known family ({known}); give the checkpoint "
+                             "folder of a trained generator")
     chosen = pick_device(device)
     network, meta = family.load(path.parent, chosen)
     return Generator(family, network, meta, path, plain_entries(saved), chosen)
@@ -141,8 +143,8 @@ def plain_entries(saved: dict) -> dict:
 # ---------------------------------------------------------------------------------------------- one image
 
 
-def one_image(checkpoint, condition, size: float = 0.05, x: float = 0.5, y: float = 0.5, skin=3, seed: int = 0,
-              device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def one_image(checkpoint, condition, size: float = 0.05, x: float = 0.5, y: float = 0.5, skin=3,
+              seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(uint8 (H,W,3) image, bool (H,W) lesion mask): one lesion of `condition` (a class name or index)
     covering `size` of the image (area fraction in (0, 1)), centred at (x, y) (fractions of width and height),
     on skin of Fitzpatrick type `skin` (1..6) or an RGB colour (3 values 0..255), from a map-conditioned
@@ -241,7 +243,8 @@ def synthesize(checkpoint, output, n: int = 10, conditions=None, fitzpatrick: st
 
     if isinstance(conditions, str):
         conditions = tuple(c.strip() for c in conditions.split(","))
-    request = Request(n, None if conditions is None else tuple(conditions), str(fitzpatrick), seed, batch_size)
+    conditions = None if conditions is None else tuple(conditions)
+    request = Request(n, conditions, str(fitzpatrick), seed, batch_size)
     output = Path(output).expanduser().resolve()
     check_output(output, overwrite)
     model = load(checkpoint, device)
@@ -320,7 +323,8 @@ def training_split(model: Generator, run_dir=None):
 
     run = run_of(model, run_dir)
     profile = get_profile(run["profile"]).replace(data=run["data"])
-    ctx = RunContext(profile, Path(run["run_dir"]), model.device, run["seed"], run["dataset"], run["data_root"])
+    ctx = RunContext(profile, Path(run["run_dir"]), model.device, run["seed"], run["dataset"],
+                     run["data_root"])
     train = load_for_run(ctx).split("train")
     check_provenance(model.path, data_fingerprint(train, run["data_root"]))
     return train
@@ -360,8 +364,9 @@ def map_plan(model: Generator, train, request: Request) -> Plan:
     missing = [t for t in types or [] if t not in palette]
     if missing:
         have = ", ".join(map(str, sorted(palette))) or "none"
-        raise SynthesisError(f"Fitzpatrick type {', '.join(map(str, missing))} has no training image with its "
-                             f"skin colour (types in the data: {have}); ask for those, or --fitzpatrick none")
+        raise SynthesisError(f"Fitzpatrick type {', '.join(map(str, missing))} has no training image with "
+                             f"its skin colour (types in the data: {have}); ask for those, or --fitzpatrick "
+                             "none")
     per_class = request.n * (len(types) if types else 1)
 
     def parts():
@@ -393,8 +398,8 @@ def noise_plan(model: Generator, request: Request) -> Plan:
     from dermgan.models.melanogan import sample_images
 
     if request.conditions is not None or request.fitzpatrick_types() is not None:
-        raise SynthesisError(f"{model.path} is an unconditional model: it makes {label_of(model)} images only; "
-                             "leave out --conditions and --fitzpatrick")
+        raise SynthesisError(f"{model.path} is an unconditional model: it makes {label_of(model)} images "
+                             "only; leave out --conditions and --fitzpatrick")
     label = label_of(model)
 
     def parts():
@@ -439,7 +444,8 @@ def write_part(folder: Path, part: Part) -> list[dict]:
             write_png(folder / row["semantic_map"], semantic.render())
             yy, xx = np.nonzero(lesion)
             h, w = lesion.shape
-            row.update(lesion_area=lesion.mean(), centroid_x=(xx.mean() + 0.5) / w, centroid_y=(yy.mean() + 0.5) / h)
+            row.update(lesion_area=lesion.mean(), centroid_x=(xx.mean() + 0.5) / w,
+                       centroid_y=(yy.mean() + 0.5) / h)
             row.update(dict(zip(("skin_r", "skin_g", "skin_b"), np.round(semantic.skin_colour, 1).tolist())))
         row["fitzpatrick"] = fitz
         rows.append(row)

@@ -1,8 +1,8 @@
 """The README's figure of `dermgan.synthesis.one_image`: python docs/synthesis_figure.py CHECKPOINT [OUT.png]
 
-One row per condition, one image per Fitzpatrick type (the same lesion request: size 0.12 of the image, centred,
-seed 0), and the lesion mask the call returns. Made from whichever trained DermGAN checkpoint is given; the
-README says which one the committed figure comes from.
+One row per condition, one image per Fitzpatrick type (the same lesion request: size 0.12 of the image,
+centred, seed 0), and the lesion mask the call returns. Made from whichever trained DermGAN checkpoint is
+given; the README says which one the committed figure comes from.
 """
 
 import sys

@@ -1,5 +1,5 @@
-"""benchmarks/run_all.py and _report: a user's `make benchmarks` writes under runs/benchmarks (git ignores it),
-the committed tables change only with --references, and a run says what it runs and for about how long."""
+"""benchmarks/run_all.py and _report: a user's `make benchmarks` writes under runs/benchmarks (git ignores
+it), the committed tables change only with --references, and a run says what it runs and for how long."""
 
 import importlib
 import json
@@ -34,9 +34,10 @@ def test_results_go_under_runs_unless_the_run_refreshes_the_references(home, mon
 
 def test_the_plan_names_the_benchmarks_and_their_duration_last_time():
     timed = run_all.plan_text(["a.py", "b.py"], {"a.py": 100.0, "b.py": 50.0}, Path("/r"))
-    assert timed == "benchmarks: a.py, b.py\nexpected duration: about 2 min 30 s (their times last run)\nresults: /r"
-    assert "at least 1 min 40 s (1 of them not timed yet)" in run_all.plan_text(["a.py", "c.py"], {"a.py": 100.0},
-                                                                                   Path("/r"))
+    assert timed == ("benchmarks: a.py, b.py\nexpected duration: about 2 min 30 s (their times last run)\n"
+                     "results: /r")
+    partly = run_all.plan_text(["a.py", "c.py"], {"a.py": 100.0}, Path("/r"))
+    assert "at least 1 min 40 s (1 of them not timed yet)" in partly
     assert run_all.UNTIMED in run_all.plan_text(["c.py"], {}, Path("/r"))
 
 
@@ -52,7 +53,8 @@ def test_a_users_run_writes_tables_timings_and_readme_under_runs_and_leaves_the_
     results = home / "runs" / "benchmarks" / "results"
     assert out.startswith(f"benchmarks: notebook_times.py\nexpected duration: ")
     assert f"results: {results}" in out and "== notebook_times.py" in out
-    assert (results / "notebook_times.md").is_file() and (home / "runs" / "benchmarks" / "README.md").is_file()
+    assert (results / "notebook_times.md").is_file()
+    assert (home / "runs" / "benchmarks" / "README.md").is_file()
     timings = json.loads((results / "timings.json").read_text())
     assert list(timings) == ["full"] and timings["full"]["notebook_times.py"] > 0
     assert committed("benchmarks") == before

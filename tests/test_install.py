@@ -1,6 +1,6 @@
-"""Installed use: a wheel of this checkout, installed into a scratch prefix, runs the series from an empty folder
-with every output under that folder, nothing written into the checkout or the installed package; the notebooks
-ship inside the package."""
+"""Installed use: a wheel of this checkout, installed into a scratch prefix, runs the series from an empty
+folder with every output under that folder, nothing written into the checkout or the installed package; the
+notebooks ship inside the package."""
 
 import os
 import subprocess
@@ -33,12 +33,12 @@ def test_an_installed_wheel_runs_the_series_from_an_empty_folder_and_writes_nowh
     status, had_build = git_status(), (ROOT / "build").exists()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
     # --no-build-isolation: the build backend (setuptools) comes from this environment, nothing is downloaded
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(ROOT)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"),
+                    str(ROOT)], check=True, capture_output=True, timeout=600)
     wheel = next((tmp_path / "wheel").glob("dermgan-*.whl"))
     site = tmp_path / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
     assert sorted(p.name for p in (site / "dermgan" / "notebooks").glob("*.ipynb")) == \
         sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     installed = files_under(site)
@@ -47,8 +47,9 @@ def test_an_installed_wheel_runs_the_series_from_an_empty_folder_and_writes_nowh
     env = {k: v for k, v in os.environ.items() if k not in ("DERMGAN_HOME", "DERMGAN_REFERENCES")}
     env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", DERMGAN_BATCH="1")
     for notebook in ("00", "01"):
-        done = subprocess.run([sys.executable, "-m", "dermgan", "run", "--profile", "smoke", "--only", notebook,
-                               "--device", "cpu"], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run([sys.executable, "-m", "dermgan", "run", "--profile", "smoke", "--only",
+                               notebook, "--device", "cpu"], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=900)
         assert done.returncode == 0, done.stderr
         assert f"runs go under {work}" in done.stderr  # the note of a run outside any checkout
         assert "executed notebooks in runs/smoke/executed/; artefacts" in done.stdout.splitlines()[-1]

@@ -64,7 +64,8 @@ def test_nbval_as_make_test_runs_it_uses_this_environment_whatever_kernel_a_note
     flags = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("NBVAL :="))
     flags = flags.split(":=", 1)[1].split()
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "Python (elsewhere)", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "Python (elsewhere)",
+                                 "language": "python"}
     cell = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nimport sys\nprint(sys.prefix == %r)" % sys.prefix)
     cell.execution_count = 1
     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="True\n")]

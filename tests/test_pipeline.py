@@ -298,13 +298,13 @@ def test_a_real_data_run_leaves_the_synthetic_results_untouched(tmp_path):
     common = ("run", "--profile", "smoke", "--notebooks-dir", str(notebooks))
     synthetic = run_cli(*common, "-p", "n_images=86", env=home)  # the smallest with every class in every split
     assert synthetic.returncode == 0, synthetic.stderr
-    # a user's run: artefacts in runs/<series>, executed notebooks in runs/<series>/executed, all under one root
+    # a user's run: artefacts in runs/<series>, executed notebooks in runs/<series>/executed, under one root
     runs = tmp_path / "home" / "runs"
     executed = {name: runs / name / "executed" for name in ("smoke", "smoke-ham10000")}
     assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["runs"]
     assert synthetic.stdout.splitlines()[-1].endswith(
-        f"executed notebooks in {executed['smoke']}/; artefacts (data, checkpoints, samples, metrics, figures) "
-        f"in {runs / 'smoke'}/")
+        f"executed notebooks in {executed['smoke']}/; artefacts (data, checkpoints, samples, metrics, "
+        f"figures) in {runs / 'smoke'}/")
     before = checksums(runs / "smoke")
     assert (runs / "smoke" / "marker.txt").read_text() == "synthetic 86"
     real = run_cli(*common, "--dataset", "ham10000", "--data-root", str(tmp_path / "ham"), env=home)
@@ -410,10 +410,12 @@ def test_the_remaining_time_scales_with_this_runs_pace_and_says_it_is_an_estimat
     left = [Path("01_b.ipynb"), Path("02_c.ipynb")]
     clock.done["00_a.ipynb"] = 150.0  # 1.5 x the reference: a loaded machine
     # (200 + 300) x 150 / 100 = 750 s = 12.5 min
-    assert clock.remaining(left) == "; about 12 min left (an estimate: the reference run's times x 1.5, this run's pace so far)"
+    assert clock.remaining(left) == ("; about 12 min left (an estimate: the reference run's times x 1.5, "
+                                     "this run's pace so far)")
     clock.done["01_b.ipynb"] = 100.0  # (150 + 100) / (100 + 200): the pace of everything done so far
     assert clock.pace() == pytest.approx(250 / 300)
-    assert clock.remaining(left[1:]) == "; about 4 min left (an estimate: the reference run's times x 0.83, this run's pace so far)"
+    assert clock.remaining(left[1:]) == ("; about 4 min left (an estimate: the reference run's times x 0.83, "
+                                         "this run's pace so far)")
     clock.done["99_new.ipynb"] = 1000.0  # a notebook without a recorded time says nothing about the pace
     assert clock.pace() == pytest.approx(250 / 300)
 
@@ -555,7 +557,7 @@ def test_a_data_setting_whose_default_is_none_takes_the_type_it_is_annotated_wit
     assert "real_images: int | None" in capsys.readouterr().out
 
 
-# ---------------------------------------------------------------------------------------------- one root, kernels
+# ---------------------------------------------------------------------------------------------- kernels
 
 def test_a_series_writes_under_the_commands_root_with_this_interpreter_and_says_so_while_silent(tmp_path,
                                                                                                monkeypatch):
@@ -576,11 +578,13 @@ def test_a_series_writes_under_the_commands_root_with_this_interpreter_and_says_
                    "(folder / 'marker.txt').write_text(f\"{sys.executable}|{os.environ['DERMGAN_HOME']}\")\n"
                    "time.sleep(4)")
     source = nbformat.read(checkout / "notebooks" / "00_where.ipynb", as_version=4)
-    source.metadata["kernelspec"] = {"name": "dermgan", "display_name": "Python (dermgan)", "language": "python"}
+    source.metadata["kernelspec"] = {"name": "dermgan", "display_name": "Python (dermgan)",
+                                     "language": "python"}
     nbformat.write(source, checkout / "notebooks" / "00_where.ipynb")
     lines = []
-    manifest = pipeline.run_series("smoke", checkout / "notebooks", runtime.executed_dir("smoke"), "runs/smoke",
-                                   device="cpu", heartbeat_s=1.0, log=lambda *a, **k: lines.append(a[0]))
+    manifest = pipeline.run_series("smoke", checkout / "notebooks", runtime.executed_dir("smoke"),
+                                   "runs/smoke", device="cpu", heartbeat_s=1.0,
+                                   log=lambda *a, **k: lines.append(a[0]))
     executable, home = (work / "runs" / "smoke" / "marker.txt").read_text().split("|")
     assert Path(executable).resolve() == Path(sys.executable).resolve()  # kernel python3: this interpreter
     assert home == str(work)
@@ -597,8 +601,8 @@ def test_a_series_writes_under_the_commands_root_with_this_interpreter_and_says_
     assert lines[-1].startswith("    00_where.ipynb ok (")  # under its heartbeat lines
 
 
-def test_the_kernels_learn_the_root_and_whether_the_run_refreshes_the_references(series, tmp_path, monkeypatch,
-                                                                                  fake_papermill):
+def test_the_kernels_learn_the_root_and_whether_this_is_a_references_run(series, tmp_path, monkeypatch,
+                                                                          fake_papermill):
     seen = []
     import papermill
 
@@ -609,7 +613,8 @@ def test_the_kernels_learn_the_root_and_whether_the_run_refreshes_the_references
     monkeypatch.setenv("DERMGAN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DERMGAN_REFERENCES", "1")  # inherited from elsewhere: only --references sets it
     pipeline.run_series("smoke", series, tmp_path / "out", "runs/smoke", only="00", log=QUIET)
-    pipeline.run_series("smoke", series, tmp_path / "out", "runs/smoke", only="00", log=QUIET, references=True)
+    pipeline.run_series("smoke", series, tmp_path / "out", "runs/smoke", only="00", log=QUIET,
+                        references=True)
     home = str(tmp_path / "home")
     assert seen == [{"DERMGAN_HOME": home, "DERMGAN_REFERENCES": None, "DERMGAN_BATCH": "1"},
                     {"DERMGAN_HOME": home, "DERMGAN_REFERENCES": "1", "DERMGAN_BATCH": "1"}]
@@ -634,8 +639,8 @@ def test_references_go_to_the_committed_folders_only_when_asked(tmp_path, monkey
 
 def test_references_are_refused_outside_a_checkout_and_with_an_output_dir(tmp_path, capsys):
     outside = run_cli("run", "--profile", "smoke", "--references", env={"DERMGAN_HOME": str(tmp_path)})
-    assert outside.returncode == 1 and "--references refreshes the references committed in a dermgan checkout" \
-        in outside.stderr and not list(tmp_path.iterdir())
+    assert outside.returncode == 1 and not list(tmp_path.iterdir())
+    assert "--references refreshes the references committed in a dermgan checkout" in outside.stderr
     assert pipeline.main(["run", "--references", "--output-dir", str(tmp_path / "x")]) == 1
     assert "leave out --output-dir" in capsys.readouterr().err
 
@@ -646,9 +651,10 @@ def test_git_ignores_every_place_a_users_commands_write_and_not_the_references()
     def ignored(path: str) -> bool:
         return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
 
-    user = [runtime.executed_dir("cpu", references=False), ROOT / "runs" / "cpu" / "checkpoints" / "x.pt",
-            ROOT / "runs" / "benchmarks" / "results" / "train_step.md", ROOT / "runs" / "benchmarks" / "README.md",
-            ROOT / "runs" / "nbval" / "runs" / "smoke" / "run.json"]
+    runs = ROOT / "runs"
+    user = [runtime.executed_dir("cpu", references=False), runs / "cpu" / "checkpoints" / "x.pt",
+            runs / "benchmarks" / "results" / "train_step.md", runs / "benchmarks" / "README.md",
+            runs / "nbval" / "runs" / "smoke" / "run.json"]
     assert all(ignored(str(Path(p).relative_to(ROOT) / "manifest.json")) for p in user)
     references = ["papermill_runs/cpu/manifest.json", "figures/cpu/09_metrics_synthetic.csv",
                   "benchmarks/results/train_step.md", "benchmarks/README.md"]
@@ -705,6 +711,7 @@ def test_help_and_list_import_neither_torch_nor_nbformat():
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              "    pipeline.main(['list'])\n"
              "print(sorted(m for m in ('torch', 'nbformat', 'pandas', 'papermill') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

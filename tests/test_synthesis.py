@@ -1,6 +1,7 @@
-"""dermgan.synthesis (`python -m dermgan synthesize`): a labelled dataset from a freshly trained smoke checkpoint
-reads back through the `folder` reader with zero problems, every image is its map's image, the same seed gives
-the same files, refusals come in one line before anything is written, and one image comes from one call."""
+"""dermgan.synthesis (`python -m dermgan synthesize`): a labelled dataset from a freshly trained smoke
+checkpoint reads back through the `folder` reader with zero problems, every image is its map's image, the same
+seed gives the same files, refusals come in one line before anything is written, and one image comes from one
+call."""
 
 import json
 import subprocess
@@ -74,7 +75,7 @@ def test_every_image_is_the_generators_image_of_its_map_and_masks_are_the_maps_l
     assert np.array_equal(masks, labels > 0)
     conditions = [CONDITION_NAMES[c] for c in (np.where(labels > 0, labels, 99).min(axis=(1, 2)) - 1)]
     assert conditions == table["label"].tolist()  # each lesion is painted in its condition's colour
-    palette = fitzpatrick_palette(trained["train"].table)  # the skin is the training data's colour of the type
+    palette = fitzpatrick_palette(trained["train"].table)  # the skin: the training data's colour of the type
     for colour, fitz in zip(colours, table["fitzpatrick"]):
         assert np.abs(colour - palette[fitz]).max() <= 0.5
     G, meta = dg.evaluated_generator(trained["dermgan"])
@@ -95,14 +96,16 @@ def test_the_same_seed_gives_the_same_files_and_another_seed_other_maps(dataset,
                 if p.is_file() and p.name != "provenance.json"}
 
     assert files(again) == files(dataset)
-    assert (pd.read_csv(other / "labels.csv")["lesion_area"] != pd.read_csv(dataset / "labels.csv")["lesion_area"]).any()
+    areas = [pd.read_csv(folder / "labels.csv")["lesion_area"] for folder in (other, dataset)]
+    assert (areas[0] != areas[1]).any()
 
 
 def test_provenance_names_the_checkpoint_its_digest_training_data_seed_and_settings(dataset, trained):
     record = json.loads((dataset / "provenance.json").read_text())
     checkpoint = trained["dermgan"] / "generator.pt"
     assert record["checkpoint"]["path"] == str(checkpoint.resolve())
-    assert record["checkpoint"]["sha256"] == file_digest(checkpoint) == digest_path(checkpoint).read_text().split()[0]
+    sidecar = digest_path(checkpoint).read_text().split()[0]
+    assert record["checkpoint"]["sha256"] == file_digest(checkpoint) == sidecar
     assert data_fingerprint(trained["train"], None).items() <= record["checkpoint"]["provenance"].items()
     assert record["checkpoint"]["step"] == 4 and record["checkpoint"]["family"] == "map-conditioned"
     assert record["run"]["dataset"] == "synthetic" and record["run"]["profile"] == "smoke"
@@ -126,7 +129,7 @@ def test_a_bad_request_is_one_line_and_writes_nothing(trained, tmp_path, kwargs,
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_a_non_empty_folder_is_refused_and_overwrite_replaces_only_a_synthesized_one(trained, dataset, tmp_path):
+def test_a_non_empty_folder_is_refused_and_overwrite_replaces_only_a_synthesized_one(trained, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
@@ -138,8 +141,8 @@ def test_a_non_empty_folder_is_refused_and_overwrite_replaces_only_a_synthesized
     replaced = tmp_path / "replaced"
     quiet = dict(log=lambda *a: None, device="cpu")
     synthesis.synthesize(trained["dermgan"], replaced, n=1, fitzpatrick="none", **quiet)
-    synthesis.synthesize(trained["dermgan"], replaced, n=1, conditions="acne", fitzpatrick="3", overwrite=True,
-                         **quiet)
+    synthesis.synthesize(trained["dermgan"], replaced, n=1, conditions="acne", fitzpatrick="3",
+                         overwrite=True, **quiet)
     assert pd.read_csv(replaced / "labels.csv")["label"].tolist() == ["acne"]
     assert len(list((replaced / "images").rglob("*.png"))) == 1  # nothing left of the replaced dataset
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
@@ -154,8 +157,8 @@ def test_skin_as_drawn_keeps_the_donors_types(trained, tmp_path):
 
 
 def test_an_unconditional_model_writes_its_class_without_masks(trained, tmp_path):
-    out = synthesis.synthesize(trained["dcgan"], tmp_path / "lesions", n=12, seed=2, batch_size=5, device="cpu",
-                               log=lambda *a: None)
+    out = synthesis.synthesize(trained["dcgan"], tmp_path / "lesions", n=12, seed=2, batch_size=5,
+                               device="cpu", log=lambda *a: None)
     assert verify("folder", out) == []
     table = pd.read_csv(out / "labels.csv")
     assert table["label"].unique().tolist() == ["lesion"] and "mask" not in table
@@ -182,12 +185,14 @@ def test_one_image_is_the_generators_image_of_the_map_it_describes(trained):
     assert image.dtype == np.uint8 and image.shape == (32, 32, 3) and mask.dtype == bool
     assert mask.mean() == pytest.approx(0.1, rel=0.2)
     ys, xs = np.nonzero(mask)
-    assert (xs.mean() + 0.5) / 32 == pytest.approx(0.3, abs=0.04) and (ys.mean() + 0.5) / 32 == pytest.approx(0.6, abs=0.04)
+    assert (xs.mean() + 0.5) / 32 == pytest.approx(0.3, abs=0.04)
+    assert (ys.mean() + 0.5) / 32 == pytest.approx(0.6, abs=0.04)
     G, meta = dg.evaluated_generator(trained["dermgan"])
     semantic = SemanticMap.blank(32, 5).add_lesion("melanoma", 0.1, 0.3, 0.6, seed=1)
     assert np.array_equal(mask, semantic.lesion_mask())
     assert np.array_equal(image, dg.generate(G, encode_maps([semantic], meta["variant"]["encoding"]))[0])
-    again, _ = synthesis.one_image(synthesis.load(trained["dermgan"], "cpu"), "melanoma", 0.1, 0.3, 0.6, 5, seed=1)
+    loaded = synthesis.load(trained["dermgan"], "cpu")
+    again, _ = synthesis.one_image(loaded, "melanoma", 0.1, 0.3, 0.6, 5, seed=1)
     assert np.array_equal(again, image)
 
 

@@ -299,7 +299,7 @@ def image_noise(G: nn.Module, rows, seed: int) -> list[torch.Tensor]:
 @torch.no_grad()
 def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, device=None,
                   first: int = 0) -> np.ndarray:
-    """n generated images, uint8 (n, H, W, 3): images first .. first + n - 1 of `seed` (so a long series can be
+    """n generated images, uint8 (n, H, W, 3): images first .. first + n - 1 of `seed` (a long series can be
     drawn part by part); G runs in eval mode (batch-norm running statistics)."""
     if n < 1:
         raise ValueError(f"sample_images: n must be >= 1, got {n}")

@@ -245,8 +245,8 @@ def materialise(catalogue: Catalogue, size: int | None, problems: Problems):
     jobs = list(zip(table["image_path"].tolist(), masks))
     # PIL releases the GIL while decoding, so threads give real parallelism on the machine's cores.
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        loaded = list(progress(pool.map(lambda job: load_record(job[0], job[1], size, catalogue.mask_threshold),
-                                        jobs), total=len(jobs), desc="reading images", leave=False))
+        decoded = pool.map(lambda job: load_record(job[0], job[1], size, catalogue.mask_threshold), jobs)
+        loaded = list(progress(decoded, total=len(jobs), desc="reading images", leave=False))
     for item in loaded:
         problems.extend(item.problems)
     if catalogue.has_masks:
