@@ -239,7 +239,7 @@ def synthesize(checkpoint, output, n: int = 10, conditions=None, fitzpatrick: st
     an unknown condition or Fitzpatrick type, a non-empty `output` (unless `overwrite`, and then only a folder
     this command wrote), a checkpoint without its run directory, or data other than its training data."""
     from dermgan.runtime import progress
-    from dermgan.train import remove_stale_temps
+    from dermgan.train import remove_stale_temps, temp_name
 
     if isinstance(conditions, str):
         conditions = tuple(c.strip() for c in conditions.split(","))
@@ -254,7 +254,7 @@ def synthesize(checkpoint, output, n: int = 10, conditions=None, fitzpatrick: st
     else:
         plan = noise_plan(model, request)
     log(f"synthesize: {plan.size} images ({plan.describe}) from {model.path} -> {output}")
-    temp = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    temp = temp_name(output)
     remove_stale_temps(output.parent)  # a killed run's half dataset
     try:
         rows = []
@@ -291,8 +291,10 @@ def check_output(output: Path, overwrite: bool) -> None:
 
 def publish(temp: Path, output: Path) -> None:
     """Move the finished dataset into place; a dataset replaced by --overwrite is deleted only afterwards."""
+    from dermgan.train import temp_name
+
     if output.exists() and any(output.iterdir()):
-        aside = output.parent / f".{output.name}.tmp-{os.getpid()}-replaced"
+        aside = Path(f"{temp_name(output)}-replaced")  # a kill now leaves it to remove_stale_temps
         os.rename(output, aside)
         os.rename(temp, output)
         shutil.rmtree(aside)
