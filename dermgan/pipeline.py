@@ -1023,9 +1023,10 @@ class Estimate:
         """'; about 6 min left (an estimate: ...)' when every notebook left has a recorded time, else ''."""
         if not notebooks or any(nb.name not in self.recorded for nb in notebooks):
             return ""
-        seconds = self.pace() * sum(self.recorded[nb.name] for nb in notebooks)
+        pace = self.pace()
+        seconds = pace * sum(self.recorded[nb.name] for nb in notebooks)
         left = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-        return f"; about {left} left (an estimate: {self.source} x {self.pace():.2g}, this run's pace so far)"
+        return f"; about {left} left (an estimate: {self.source} x {pace:.2g}, this run's pace so far)"
 
 
 def earlier_entries(path: Path, profile: str, log=print) -> list[dict]:
