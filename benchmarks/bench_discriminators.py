@@ -1,7 +1,7 @@
 """Issue 25: what each discriminator costs per training step, side by side in one process.
 
     .venv/bin/python benchmarks/bench_discriminators.py [--size 64] [--steps 6] [--rounds 2]
-        [--input-sizes 64 128 224] [--backbone efficientnet-lite0] [--write]
+        [--input-sizes 64 128 224] [--backbone efficientnet-lite0]
 
 Three discriminators at the cpu profile's settings, on the same fake batches (a step's cost does not depend on
 what the pixels show), rounds alternated so that drifts of a shared machine hit all alike:
@@ -10,8 +10,7 @@ what the pixels show), rounds alternated so that drifts of a shared machine hit 
     dermgan-projected  DermGAN's G with the projected D, at each backbone input size in --input-sizes
 Per model: the seconds of one D update alone (D loss on a fixed generated batch, backward, Adam step) and of a
 whole step of the one training loop (G forward, D step, G step), median over the timed steps, and both as
-ratios to the PatchGAN's. Prints the table; writes benchmarks/results/discriminators.{json,md} only with
---write.
+ratios to the PatchGAN's. Writes results/discriminators.{json,md} where every benchmark writes (_report).
 """
 
 from __future__ import annotations
@@ -116,7 +115,6 @@ def main(argv=None) -> None:
     parser.add_argument("--input-sizes", type=int, nargs="+", default=[64, 128, 224],
                         help="backbone input sizes of the projected D")
     parser.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "random"])
-    parser.add_argument("--write", action="store_true", help="write benchmarks/results/discriminators.*")
     args = parser.parse_args(argv)
 
     models = recipes(args.size, args.input_sizes, args.backbone)
@@ -144,9 +142,7 @@ def main(argv=None) -> None:
              "fixed generated batch, backward, Adam step); loop step: a whole step of dermgan.train (G "
              "forward, D step, G step).")
     columns = list(rows[0])
-    if args.write:
-        _report.write("discriminators", title, rows, columns, notes)
-    print(f"### {title}\n\n{_report.markdown_table(rows, columns)}\n\n{notes}")
+    _report.write("discriminators", title, rows, columns, notes)
 
 
 if __name__ == "__main__":

@@ -324,8 +324,10 @@ def image_noise(G: nn.Module, rows, seed: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, device=None) -> np.ndarray:
-    """n generated images, uint8 (n, H, W, 3); G runs in eval mode (batch-norm running statistics)."""
+def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, device=None,
+                  first: int = 0) -> np.ndarray:
+    """n generated images, uint8 (n, H, W, 3): images first .. first + n - 1 of `seed` (a long series can be
+    drawn part by part); G runs in eval mode (batch-norm running statistics)."""
     if n < 1:
         raise ValueError(f"sample_images: n must be >= 1, got {n}")
     device = torch.device(device) if device is not None else next(G.parameters()).device
@@ -333,8 +335,8 @@ def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, dev
     G.eval()
     try:
         out = []
-        for start in range(0, n, batch_size):
-            noises = image_noise(G, range(start, min(n, start + batch_size)), seed)
+        for start in range(first, first + n, batch_size):
+            noises = image_noise(G, range(start, min(first + n, start + batch_size)), seed)
             out.append(to_uint8(G.synthesise([z.to(device) for z in noises])))
     finally:
         G.train(was_training)
