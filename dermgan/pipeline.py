@@ -57,6 +57,8 @@ import numpy as np
 import pandas as pd
 
 from dermgan.config import PROFILES, DataConfig, Profile, get_profile
+from dermgan.provenance import (MANIFEST_VARIABLE, NOTEBOOK_VARIABLE, TRAINING_CODE_PATHS, commits_of,
+                                notebook_commits, trained_models)
 from dermgan.runtime import (RunDirBusy, check_run_dir, claim_run_dir, environment_report, pick_device,
                              project_root, resolve_run_dir, run_dir_lock, run_identity, run_name,
                              write_text_atomic)
@@ -813,14 +815,17 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
                                 notebooks_dir)
         with sigterm_stops_like_ctrl_c():
             record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir,
-                          log)
+                          folder, log)
     return manifest
 
 
-def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir, log) -> None:
+def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir, run_dir,
+                  log) -> None:
     """Execute the notebooks one by one, recording each in the manifest; the manifest is written as each
     notebook starts (a SIGKILL leaves it "running", which the next run marks "interrupted") and however the
-    series ends (completed, a failure, Ctrl-C, SIGTERM or any other error: no entry stays "running")."""
+    series ends (completed, a failure, Ctrl-C, SIGTERM or any other error: no entry stays "running"). After
+    each notebook that completes, `models` records what trained every model of the run directory
+    (dermgan.provenance.trained_models), so the committed manifest can be checked without runs/."""
     try:
         for position, notebook in enumerate(notebooks, 1):
             log(f"[{position}/{len(notebooks)}] {notebook.name} ...", end=" ", flush=True)
@@ -829,8 +834,9 @@ def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, ker
             manifest["notebooks"].append(entry)
             write_manifest(manifest, earlier, output_dir)
             try:
-                execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel,
-                        project_root(notebooks_dir))
+                with notebook_environment(notebook, output_dir / "manifest.json"):
+                    execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel,
+                            project_root(notebooks_dir))
             except NotebookFailure as failure:
                 entry.update(status="failed", cell=failure.cell, error=failure.error,
                              kept=failure.kept.name if failure.kept else None)
@@ -843,6 +849,7 @@ def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, ker
             finally:
                 entry["wall_s"] = round(time.perf_counter() - began, 1)
             entry["status"] = "ok"
+            manifest["models"] = trained_models(run_dir)
             log(f"ok ({entry['wall_s']:.0f} s{remaining(notebooks[position:], estimates)})")
     except BaseException as error:  # anything else (a dead kernel, a full disk, a signal between notebooks)
         for entry in manifest["notebooks"]:
@@ -854,6 +861,24 @@ def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, ker
     finally:
         manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_manifest(manifest, earlier, output_dir)
+
+
+@contextlib.contextmanager
+def notebook_environment(notebook: Path, manifest: Path):
+    """Name, to the kernel papermill starts (it inherits the environment), the notebook it runs and the manifest
+    of its series: models it trains record the notebook as their code path, and 09 reads the commits the other
+    notebooks ran at (dermgan.provenance)."""
+    names = {NOTEBOOK_VARIABLE: notebook.stem, MANIFEST_VARIABLE: str(manifest.resolve())}
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def write_manifest(manifest: dict, earlier: list[dict], output_dir: Path) -> None:
@@ -960,6 +985,76 @@ def reported_run_problems(manifest: dict, notebooks: list[str] | None = None) ->
         if missing:
             problems.append("not executed: " + ", ".join(missing))
     return problems
+
+
+def changed_training_code(trained_at: str, series_at: str, root: Path) -> list[str]:
+    """The training code files (dermgan.provenance.TRAINING_CODE_PATHS) that differ between two commits:
+    `git diff --name-only <trained_at> <series_at> -- <paths>`; a commit this clone does not have is a
+    one-entry list saying so."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", trained_at, series_at, "--", *TRAINING_CODE_PATHS],
+                             cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", "") or str(error)
+        return [f"(cannot compare: {detail.strip().splitlines()[0] if detail.strip() else 'git failed'})"]
+    return out.split()
+
+
+def training_code_problems(manifest: dict, root: Path) -> list[str]:
+    """Models of a series whose weights may not come from the code the series reports, one line each: a model
+    whose training is not recorded (an older version), trained at uncommitted code, or trained at a commit whose
+    training code (TRAINING_CODE_PATHS) differs from the commit the series' notebooks ran at. Uses only the
+    manifest's `models` and git's history, so a clean clone without runs/ can check it."""
+    models = manifest.get("models")
+    if models is None:
+        return ["records no training commits of its models (made by an older version); re-run the series"]
+    ran_at = sorted({c for c in notebook_commits(manifest).values() if c and not c.endswith("+dirty")})
+    problems = []
+    for model, entry in sorted(models.items()):
+        if not entry.get("code"):
+            problems.append(f"{model}: its training is not recorded ({entry.get('problem', 'no code record')}); "
+                            "retrain it")
+            continue
+        for commit in commits_of(entry["code"]):
+            if commit is None:
+                problems.append(f"{model}: part of its training is not recorded (resumed from an older "
+                                "version, or outside a git checkout); retrain it")
+            elif commit.endswith("+dirty"):
+                problems.append(f"{model}: trained at {commit[:7]}+dirty (uncommitted code); retrain it at a "
+                                "clean commit")
+            else:
+                for target in ran_at:
+                    changed = changed_training_code(commit, target, root)
+                    if changed:
+                        problems.append(f"{model}: trained at {commit[:7]}, but the training code differs at "
+                                        f"{target[:7]} ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''})"
+                                        "; retrain it")
+    return problems
+
+
+def stale_notebook_problems(series_dir: Path, notebooks_dir: Path) -> list[str]:
+    """Executed notebooks of a series whose code cells differ from their source's (the injected-parameters cell
+    aside), or that have no source any more, one line each."""
+    problems = []
+    for executed in list_notebooks(series_dir):
+        source = notebooks_dir / executed.name
+        if not source.is_file():
+            problems.append(f"{executed.name}: no source notebook {source.name} in {notebooks_dir.name}/")
+            continue
+        problems += stale_reasons(source, executed)
+    return problems
+
+
+def series_problems(series_dir: Path, notebooks_dir: Path, root: Path, complete: bool = False) -> list[str]:
+    """Everything that keeps an executed series (papermill_runs/<name>/) from being reported: what
+    `reported_run_problems` finds in its manifest (with `complete`, every source notebook must have run), stale
+    notebooks (`stale_notebook_problems`) and models trained by other code (`training_code_problems`)."""
+    manifest = json.loads((series_dir / "manifest.json").read_text())
+    sources = [p.name for p in list_notebooks(notebooks_dir)] if complete else None
+    return (reported_run_problems(manifest, sources) + stale_notebook_problems(series_dir, notebooks_dir)
+            + training_code_problems(manifest, root))
 
 
 def new_manifest(profile, common, overrides, series, device, output_dir, notebooks_dir) -> dict:

@@ -191,13 +191,17 @@ def test_generate_returns_uint8_and_is_batch_independent():
 
 def test_write_samples_follows_the_conventions(tmp_path):
     images = np.zeros((3, 8, 8, 3), np.uint8)
-    path = dg.write_samples(tmp_path, "pix2pix", images, [0, 1, 2], [1, 2, 3], [5, 6, 7], {"steps": 3})
+    training = {"data": {"dataset": "synthetic", "n": 3}, "code": [{"by": "test", "commit": None, "step": 0}]}
+    path = dg.write_samples(tmp_path, "pix2pix", images, [0, 1, 2], [1, 2, 3], [5, 6, 7],
+                            {"steps": 3, "training": training})
     with np.load(path) as saved:
         assert set(saved.files) == {"images", "condition", "fitzpatrick", "source_index"}
         assert saved["images"].dtype == np.uint8 and saved["source_index"].tolist() == [5, 6, 7]
     assert (tmp_path / "samples" / "pix2pix" / "meta.json").is_file()
     with pytest.raises(ValueError, match="condition"):
-        dg.write_samples(tmp_path, "x", images, [0], [1, 2, 3], [5, 6, 7], {})
+        dg.write_samples(tmp_path, "x", images, [0], [1, 2, 3], [5, 6, 7], {"training": training})
+    with pytest.raises(ValueError, match="must say what trained the model"):
+        dg.write_samples(tmp_path, "x", images, [0, 1, 2], [1, 2, 3], [5, 6, 7], {"steps": 3})
 
 
 def test_reconstruction_errors_by_hand():
@@ -382,18 +386,18 @@ def test_augmented_training_resumes_exactly(tmp_path):
 def test_evaluated_generator_is_the_ema_when_kept_and_says_so(tmp_path):
     _tiny_training(tmp_path / "ema", steps=2, ema_decay=0.5)
     saved = torch.load(tmp_path / "ema" / "generator.pt", weights_only=True)
-    G, meta = dg.evaluated_generator(tmp_path / "ema")
+    G, meta = dg.evaluated_generator(tmp_path / "ema", trained_on=None)
     assert meta["evaluation"] == {"weights": "ema", "normalisation": "eval", "step": 2}
     assert not G.training
     assert all(torch.equal(v, saved["ema"][k]) for k, v in G.state_dict().items())
     assert any(not torch.equal(saved["ema"][k], saved["generator"][k]) for k in saved["ema"])
     _tiny_training(tmp_path / "raw", steps=2, ema_decay=0.5, eval_weights="raw")
-    G, meta = dg.evaluated_generator(tmp_path / "raw")
+    G, meta = dg.evaluated_generator(tmp_path / "raw", trained_on=None)
     saved = torch.load(tmp_path / "raw" / "generator.pt", weights_only=True)
     assert meta["evaluation"]["weights"] == "raw"
     assert all(torch.equal(v, saved["generator"][k]) for k, v in G.state_dict().items())
     _tiny_training(tmp_path / "none", steps=2)  # no EMA kept: "ema" falls back to the raw weights
-    assert dg.evaluated_generator(tmp_path / "none")[1]["evaluation"]["weights"] == "raw"
+    assert dg.evaluated_generator(tmp_path / "none", trained_on=None)[1]["evaluation"]["weights"] == "raw"
 
 
 # -- artefacts ----------------------------------------------------------------------------------------------

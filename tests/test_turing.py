@@ -137,12 +137,12 @@ def test_samples_file_with_wrong_shape_or_arrays_is_named(tmp_path):
     write_with_digest(path, lambda f: np.savez(f, images=np.zeros((3, 16, 16, 3), np.uint8),
                                                condition=np.zeros(3, int)))
     with pytest.raises(T.TuringError, match=r"samples.npz: missing arrays \['fitzpatrick', 'source_index'\]"):
-        T.pool_from_samples(path, (16, 16, 3))
+        T.pool_from_samples(path, (16, 16, 3), None)
     write_with_digest(path, lambda f: np.savez(f, images=np.zeros((3, 16, 16, 3), np.uint8),
                                                condition=np.zeros(3, int), fitzpatrick=np.ones(3, int),
                                                source_index=np.arange(3)))
     with pytest.raises(T.TuringError, match=r"images must be uint8 \(N, 32, 32, 3\)"):
-        T.pool_from_samples(path, (32, 32, 3))
+        T.pool_from_samples(path, (32, 32, 3), None)
 
 
 def test_page_is_self_contained_and_holds_no_truth(tmp_path):
