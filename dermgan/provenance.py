@@ -60,12 +60,12 @@ def origin(step: int = 0) -> dict:
 
 def continued(history: list[dict] | None, step: int) -> list[dict]:
     """The code record of a model this process trains from `step` on: a new record for a fresh start (history
-    None), else the checkpoint's record plus this process when its code path or commit differs from the last
-    one (a checkpoint without a record starts with UNRECORDED)."""
+    None), else the checkpoint's record (for one without a record: [UNRECORDED]) plus this process when its
+    code path or commit differs from the last entry's."""
     here = origin(step)
     if history is None:
         return [here]
-    history = [dict(entry) for entry in history] or [dict(UNRECORDED)]
+    history = [dict(entry) for entry in history]
     last = history[-1]
     if (last.get("by"), last.get("commit")) != (here["by"], here["commit"]):
         history.append(here)

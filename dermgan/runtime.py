@@ -447,8 +447,8 @@ def command_line() -> str:
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     if "ipykernel" in program:
         return "a Jupyter kernel: a notebook run on its own"
-    if program == "__main__.py":
-        program = "python -m dermgan"
+    if program == "__main__.py":  # python -m <package>
+        program = f"python -m {Path(sys.argv[0]).parent.name}"
     return " ".join([program, *sys.argv[1:]])[:300]
 
 

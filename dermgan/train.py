@@ -807,8 +807,7 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
     if resume and checkpoint_path.exists():
         start, saved_log, code = _restore(checkpoint_path, run, world, rank, device, state)
         # the commits that trained these weights: the checkpoint's, and this one if it trains any further
-        run["code"] = (code_record.continued(code, start) if start < cfg.steps
-                       else code or [code_record.UNRECORDED])
+        run["code"] = code_record.continued(code, start) if start < cfg.steps else code
     else:
         start = 0
         run["code"] = code_record.continued(None, 0)
@@ -1061,7 +1060,7 @@ def _save(path: Path, step: int, run: dict, world, rank, device, state: _State, 
 
 def _restore(path: Path, run: dict, world, rank, device, state: _State) -> tuple[int, str, list | None]:
     """Load the state of `path` into the run's modules; returns its step, its loss log's text and its code
-    record (None when an older version wrote it)."""
+    record ([UNRECORDED] when an older version wrote it)."""
     checkpoint = load_training_checkpoint(path)
     _check_same_run(path, checkpoint, run)
     if checkpoint["world_size"] != world:
@@ -1083,7 +1082,8 @@ def _restore(path: Path, run: dict, world, rank, device, state: _State) -> tuple
     state.scaler.load_state_dict(checkpoint["scaler"])
     state.critic.load_state_dict(checkpoint["critic"])
     set_rng_state(checkpoint["rng"][rank], device)
-    return int(checkpoint["step"]), checkpoint.get("log") or "", checkpoint.get("code")
+    code = checkpoint.get("code") or [code_record.UNRECORDED]
+    return int(checkpoint["step"]), checkpoint.get("log") or "", code
 
 
 def _write_samples(recipe, G: nn.Module, batch, device, channels_last, autocast, path: Path) -> None:
