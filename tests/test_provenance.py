@@ -327,3 +327,70 @@ def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
     return a == b
+
+
+# -- a seed fixes every network's initial weights ------------------------------------------------------------------
+
+
+def _first_weights(monkeypatch, build, draws: int) -> dict:
+    """The initial weights of the networks `build()` trains: the loop (or the classifier's) is stopped before
+    its first step. `draws` random numbers are drawn first, after any run context was made (which seeds
+    everything): what a caller draws before building (02 builds every variant for its table) must not change
+    them."""
+    import dermgan.classify as classify
+    from dermgan.models.classifier import SkinClassifier as real_classifier
+
+    seen = {}
+
+    def stop_loop(recipe, *args, **kwargs):
+        seen.update({f"G.{k}": v.clone() for k, v in recipe.generator.state_dict().items()})
+        seen.update({f"D.{k}": v.clone() for k, v in recipe.discriminator.state_dict().items()})
+        raise Crash
+
+    def stop_classifier(*args, **kwargs):
+        model = real_classifier(*args, **kwargs)
+        seen.update({k: v.clone() for k, v in model.state_dict().items()})
+        raise Crash
+
+    monkeypatch.setattr(loop, "train", stop_loop)
+    monkeypatch.setattr(classify, "SkinClassifier", stop_classifier)
+    torch.rand(draws), np.random.rand(draws)
+    with pytest.raises(Crash):
+        build()
+    return seen
+
+
+def _builders(tmp_path, data) -> dict:
+    """network -> (seed -> a build with that seed, its run context made)."""
+    from dermgan.classify import train_classifier
+    from dermgan.config import ClassifierConfig
+    from dermgan.models import lesion_edit as le
+    from dermgan.models import melanogan as mg
+
+    def in_run(train_one):
+        def prepare(seed):
+            ctx = runtime.start("smoke", str(tmp_path / f"run{seed}"), seed, "cpu", "synthetic", None)
+            return lambda: train_one(ctx)
+        return prepare
+
+    pools = turing.pool_from_split(data)
+    small = ClassifierConfig(width=4, epochs=1, batch_size=8)
+    return {
+        "dermgan (02, train)": in_run(lambda ctx: dg.train_variant("dermgan", ctx, data)),
+        "melanogan (03)": in_run(lambda ctx: mg.train_model("dcgan", ctx, data)),
+        "lesion editor (04)": in_run(lambda ctx: le.train_method("cyclegan-mask", ctx, data)),
+        "classifier (04, 05, 07)": lambda seed: lambda: train_classifier(data, None, small, seed=seed),
+        "two-sample classifier (08)": lambda seed: lambda: turing.classifier_two_sample_test(
+            pools, pools, small, seed=seed, steps=1),
+    }
+
+
+@pytest.mark.parametrize("network", ["dermgan (02, train)", "melanogan (03)", "lesion editor (04)",
+                                     "classifier (04, 05, 07)", "two-sample classifier (08)"])
+def test_a_seed_fixes_the_initial_weights_of_every_trained_network(tmp_path, monkeypatch, two_datas, network):
+    prepare = _builders(tmp_path, two_datas[0])[network]
+    once, again, other = (_first_weights(monkeypatch, prepare(seed), draws) for seed, draws in ((7, 3), (7, 11),
+                                                                                                (8, 3)))
+    assert once and once.keys() == again.keys() == other.keys()
+    assert all(torch.equal(once[k], again[k]) for k in once)
+    assert any(not torch.equal(once[k], other[k]) for k in once if once[k].is_floating_point())
