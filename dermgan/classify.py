@@ -181,9 +181,10 @@ def metrics_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierCon
 
     `path` (checkpoints/metrics_classifier/model.pt) holds the weights together with what they were trained on
     (data fingerprints of the splits, class list, ClassifierConfig, seed) and the code that trained it
-    (dermgan.provenance; model.training.json); a human-readable copy of that record goes to meta.json beside it. The file is reused only when that record matches this run exactly; otherwise
-    the classifier is trained again and the file replaced (atomically), so features of one dataset or setting
-    never come from a network trained on another.
+    (dermgan.provenance; model.training.json); a human-readable copy of that record goes to meta.json beside
+    it. The file is reused only when that record matches this run exactly; otherwise the classifier is trained
+    again and the file replaced (atomically), so features of one dataset or setting never come from a network
+    trained on another. (Notebook 04 keeps its classifier by the same rule.)
     """
     from dermgan.train import load_checkpoint, load_weights, save_atomic, write_atomic
 

@@ -58,7 +58,7 @@ import pandas as pd
 
 from dermgan.config import PROFILES, DataConfig, Profile, get_profile
 from dermgan.provenance import (MANIFEST_VARIABLE, NOTEBOOK_VARIABLE, TRAINING_CODE_PATHS, commits_of,
-                                notebook_commits, trained_models)
+                                completed_entries, notebook_commits, trained_models)
 from dermgan.runtime import (RunDirBusy, check_run_dir, claim_run_dir, environment_report, pick_device,
                              project_root, resolve_run_dir, run_dir_lock, run_identity, run_name,
                              write_text_atomic)
@@ -969,8 +969,7 @@ def mark_dead_runs_interrupted(manifest: dict) -> bool:
 def reported_run_problems(manifest: dict, notebooks: list[str] | None = None) -> list[str]:
     """Why an executed series may not be reported as one reproducible run, one line each (empty when it may):
     its good notebooks must come from one commit, a clean one, and, when `notebooks` is given, be all of them."""
-    entries = [{**e, "git_commit": manifest.get("git_commit")} for e in manifest.get("notebooks", [])
-               if e.get("status") == "ok"] + [e for e in manifest.get("earlier_runs", []) if e.get("status") == "ok"]
+    entries = completed_entries(manifest)
     by_commit: dict[str, list[str]] = {}
     for e in entries:
         by_commit.setdefault(str(e.get("git_commit")), []).append(e["notebook"][:2])
@@ -1014,8 +1013,8 @@ def training_code_problems(manifest: dict, root: Path) -> list[str]:
     problems = []
     for model, entry in sorted(models.items()):
         if not entry.get("code"):
-            problems.append(f"{model}: its training is not recorded ({entry.get('problem', 'no code record')}); "
-                            "retrain it")
+            why = entry.get("problem", "no code record")
+            problems.append(f"{model}: its training is not recorded ({why}); retrain it")
             continue
         for commit in commits_of(entry["code"]):
             if commit is None:
@@ -1028,9 +1027,9 @@ def training_code_problems(manifest: dict, root: Path) -> list[str]:
                 for target in ran_at:
                     changed = changed_training_code(commit, target, root)
                     if changed:
+                        files = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
                         problems.append(f"{model}: trained at {commit[:7]}, but the training code differs at "
-                                        f"{target[:7]} ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''})"
-                                        "; retrain it")
+                                        f"{target[:7]} ({files}); retrain it")
     return problems
 
 

@@ -153,15 +153,18 @@ def trained_models(run_dir: str | os.PathLike) -> dict[str, dict]:
 
 # ------------------------------------------------------------------------------------------------ figures
 
+def completed_entries(manifest: dict) -> list[dict]:
+    """The notebooks a series manifest records as completed, each with the commit it ran at: those of its own
+    run (at the manifest's commit) first, then those of the earlier runs it keeps."""
+    own = [{**e, "git_commit": manifest.get("git_commit")} for e in manifest.get("notebooks", [])
+           if e.get("status") == "ok"]
+    return own + [e for e in manifest.get("earlier_runs", []) if e.get("status") == "ok"]
+
+
 def notebook_commits(manifest: dict | None) -> dict[str, str | None]:
-    """{notebook number: commit it last completed at} from a series manifest (its own run and the earlier runs
-    it keeps)."""
-    if not manifest:
-        return {}
-    entries = [{**e, "git_commit": manifest.get("git_commit")} for e in manifest.get("notebooks", [])
-               if e.get("status") == "ok"] + [e for e in manifest.get("earlier_runs", []) if e.get("status") == "ok"]
+    """{notebook number: commit it last completed at} from a series manifest (None: none)."""
     commits: dict[str, str | None] = {}
-    for entry in entries:  # the run's own entries first: they replace the earlier ones of the same notebook
+    for entry in completed_entries(manifest or {}):  # its own run's entries replace earlier ones
         commits.setdefault(entry["notebook"][:2], entry.get("git_commit"))
     return commits
 

@@ -509,8 +509,8 @@ def check_trained_on(source, saved: dict | None, expected: dict) -> None:
     found = first_difference({"data": saved}, {"data": expected})
     if found is not None:
         key, old, new = found
-        raise CheckpointError(f"{source} was trained with {key}={old!r} but the data here has {key}={new!r}; it "
-                              "belongs to another dataset or setting, or the data changed since. Use the run "
+        raise CheckpointError(f"{source} was trained with {key}={old!r} but the data here has {key}={new!r}; "
+                              "it belongs to another dataset or setting, or the data changed since. Use the run "
                               "directory it was trained in, or train it on this data")
 
 

@@ -72,7 +72,7 @@ def data_note(dataset: str) -> str:
 def provenance_record(kind: str, name: str, provenance: dict) -> dict:
     """The sidecar of a figure or table: what it shows and what made it, including the git commit that drew it
     (`git_commit`). Where `provenance` has `commits` (dermgan.provenance.figure_commits: the commits that
-    evaluated and trained what it shows), the sidecar's `commits` lists them with the drawing commit ("drawn")."""
+    evaluated and trained what it shows), the sidecar's `commits` lists them with that one ("drawn")."""
     from dermgan.runtime import git_commit
 
     if "dataset" not in provenance:

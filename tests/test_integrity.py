@@ -123,7 +123,8 @@ def test_flipped_weight_bytes_in_last_pt_are_refused_on_resume_and_the_good_file
     run = tmp_path / "run"
     folder, log = run / "checkpoints" / "dermgan", run / "logs" / "dermgan.csv"
     train(tiny_recipe(), ToyPairs(), _config(), folder, log)
-    samples = dg.write_samples(run, "dermgan", np.zeros((2, 8, 8, 3), np.uint8), [0, 1], [1, 2], [0, 1], TRAINED)
+    samples = dg.write_samples(run, "dermgan", np.zeros((2, 8, 8, 3), np.uint8), [0, 1], [1, 2], [0, 1],
+                               TRAINED)
     good = {p: p.read_bytes() for p in (folder / "generator.pt", samples, log)}
 
     last = folder / "last.pt"
@@ -194,7 +195,8 @@ def test_a_damaged_samples_file_is_refused_by_its_readers(tmp_path, damage):
     from dermgan import turing
 
     images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
-    path = dg.write_samples(tmp_path, "dcgan", images, [0] * 20, [1] * 20, list(range(20)), {"steps": 1, **TRAINED})
+    path = dg.write_samples(tmp_path, "dcgan", images, [0] * 20, [1] * 20, list(range(20)),
+                            {"steps": 1, **TRAINED})
     assert np.array_equal(dg.read_samples(path, None)["images"], images)
     if damage == "flipped":
         _flip(path, path.stat().st_size // 2, 64)

@@ -52,13 +52,19 @@ def test_patchgan_receptive_field_is_70_pixels():
 
 @pytest.mark.parametrize("size", [16, 32, 64])
 @pytest.mark.parametrize("upsample", ["transpose", "resize", "bilinear"])
-def test_generator_output_shape_and_range(size, upsample):
+def test_generator_output_is_tanh_of_its_last_convolution(size, upsample):
+    """With the last convolution's weights zeroed and its bias set to (3, 0, -0.5), every pixel of every image
+    is (tanh 3, 0, tanh -0.5), whatever the input: the output layer is that convolution and a tanh."""
     torch.manual_seed(0)
     G = UNetGenerator(12, 3, image_size=size, base=4, upsample=upsample).eval()
-    x = torch.randn(2, 12, size, size) * 3
-    y = G(x)
+    last = [m for m in G.up[-1].modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([3.0, 0.0, -0.5]))
+        y = G(torch.randn(2, 12, size, size) * 3)
     assert y.shape == (2, 3, size, size)
-    assert y.min() >= -1 and y.max() <= 1
+    expected = torch.tanh(torch.tensor([3.0, 0.0, -0.5])).view(1, 3, 1, 1).expand_as(y)
+    assert torch.allclose(y, expected, atol=1e-6)
     assert G.depth == int(math.log2(size))
 
 

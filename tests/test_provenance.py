@@ -53,7 +53,8 @@ def at(monkeypatch, commit, notebook=None):
 
 
 def test_untracked_code_marks_the_commit_dirty_but_a_runs_own_records_do_not(tmp_path):
-    for name in ("dermgan/code.py", "notebooks/02_x.ipynb", "papermill_runs/cpu/manifest.json", "figures/cpu/a.csv"):
+    for name in ("dermgan/code.py", "notebooks/02_x.ipynb", "papermill_runs/cpu/manifest.json",
+                 "figures/cpu/a.csv"):
         write(tmp_path, name)
     write(tmp_path, ".gitignore", "runs/\ndata/\n")
     git(tmp_path, "init", "-q")
@@ -80,7 +81,7 @@ def test_the_commit_is_the_codes_checkout_wherever_runs_are_written(tmp_path, mo
     assert runtime.environment_report("cpu")["git_commit"] == runtime.git_commit()
 
 
-# -- the code record of a trained model -------------------------------------------------------------------------
+# -- the code record of a trained model ----------------------------------------------------------------------
 
 
 def test_a_checkpoint_records_the_code_path_and_commit_it_was_started_and_resumed_at(tmp_path, monkeypatch):
@@ -95,7 +96,8 @@ def test_a_checkpoint_records_the_code_path_and_commit_it_was_started_and_resume
     resumed = {"by": runtime.command_line(), "commit": B, "step": 2}
     generator = load_checkpoint(tmp_path / "generator.pt")
     assert load_checkpoint(tmp_path / "last.pt")["code"] == generator["code"] == [started, resumed]
-    assert provenance.read_training_record(tmp_path / "generator.pt") == {"data": None, "code": [started, resumed]}
+    assert provenance.read_training_record(tmp_path / "generator.pt") == {"data": None,
+                                                                          "code": [started, resumed]}
     assert provenance.commits_of(generator["code"]) == [A, B]
 
     at(monkeypatch, "c" * 40)  # a finished run opened again trains nothing: the record stays
@@ -154,7 +156,7 @@ def test_the_metrics_classifier_records_the_code_that_trained_it_and_keeps_it_wh
     assert provenance.read_training_record(path)["code"] == trained  # trained at A, whoever reuses it
 
 
-# -- readers check the data a model was trained on ---------------------------------------------------------------
+# -- readers check the data a model was trained on -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +206,8 @@ def test_a_lesion_editor_of_other_data_is_refused(tmp_path, two_datas):
     ctx = runtime.start("smoke", str(tmp_path), 0, "cpu", "synthetic", None,
                         lesion_edit={"steps": 2, "batch_size": 2})
     le.train_method("masked-remove", ctx, first)
-    folder = tmp_path / "checkpoints" / "lesion_edit" / le.run_key(ctx.profile.lesion_edit, first) / "masked-remove"
+    key = le.run_key(ctx.profile.lesion_edit, first)
+    folder = tmp_path / "checkpoints" / "lesion_edit" / key / "masked-remove"
     editor = le.load_editor(folder, trained_on=loop.data_fingerprint(first))
     assert editor.training["data"] == loop.data_fingerprint(first)
     with pytest.raises(CheckpointError, match=r"generator\.pt was trained with data\.sha256="):
@@ -214,7 +217,8 @@ def test_a_lesion_editor_of_other_data_is_refused(tmp_path, two_datas):
 CHECKED_READERS = {"read_samples": 1, "evaluated_generator": None, "pool_from_samples": 2, "load_editor": None}
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.stem)
 def test_every_notebook_checks_models_and_samples_against_its_data(notebook):
     """Each read of samples or a generator in a notebook passes the run's training data (`trained_on`), never
     None: 05 and 06 scored samples and generators of changed data because nothing checked them."""
@@ -235,7 +239,7 @@ def test_every_notebook_checks_models_and_samples_against_its_data(notebook):
             f"{notebook.name}: {ast.unparse(call)} does not check the data the model was trained on"
 
 
-# -- figures name every commit their numbers come from -----------------------------------------------------------
+# -- figures name every commit their numbers come from -------------------------------------------------------
 
 
 def test_a_ham10000_figure_sidecar_lists_its_training_evaluation_and_drawing_commits(tmp_path):
@@ -253,7 +257,8 @@ def test_a_ham10000_figure_sidecar_lists_its_training_evaluation_and_drawing_com
                                                   "step": 0}]}}))
     manifest = {"git_commit": "5" * 40, "notebooks": [{"notebook": "05_metrics.ipynb", "status": "ok"},
                                                     {"notebook": "09_figures.ipynb", "status": "running"}],
-                "earlier_runs": [{"notebook": "02_dermgan_training.ipynb", "status": "ok", "git_commit": "4" * 40},
+                "earlier_runs": [{"notebook": "02_dermgan_training.ipynb", "status": "ok",
+                                  "git_commit": "4" * 40},
                                  {"notebook": "05_metrics.ipynb", "status": "ok", "git_commit": "6" * 40}]}
     commits = provenance.figure_commits(run, manifest, ["02", "05"], ["dermgan", "dcgan", "metrics_classifier"])
     viz.save_table(pd.DataFrame({"kid": ["0.19 [0.18, 0.20]"]}), tmp_path / "figures",
@@ -270,7 +275,7 @@ def test_a_ham10000_figure_sidecar_lists_its_training_evaluation_and_drawing_com
     assert viz.check_outputs(tmp_path / "figures", tables=["09_metrics_ham10000"]) == []
 
 
-# -- the pipeline names the notebook to its kernel and records what trained every model ----------------------------
+# -- the pipeline names the notebook to its kernel and records what trained every model ----------------------
 
 
 def test_a_series_records_the_training_code_of_every_model_in_its_manifest(tmp_path):
@@ -292,7 +297,7 @@ def test_a_series_records_the_training_code_of_every_model_in_its_manifest(tmp_p
     assert provenance.NOTEBOOK_VARIABLE not in os.environ  # named to the kernel only
 
 
-# -- notebook 02 and `python -m dermgan train` -----------------------------------------------------------------------
+# -- notebook 02 and `python -m dermgan train` ---------------------------------------------------------------
 
 
 def test_notebook_02_and_the_train_command_train_the_same_model_bit_for_bit(tmp_path):
@@ -306,8 +311,8 @@ def test_notebook_02_and_the_train_command_train_the_same_model_bit_for_bit(tmp_
                                str(tmp_path / "executed"), *settings], cwd=ROOT, capture_output=True, text=True)
     assert notebook.returncode == 0, notebook.stderr
     command = subprocess.run([sys.executable, "-m", "dermgan", "train", "--profile", "smoke", "--steps", "4",
-                              "--device", "cpu", "--run-dir", str(tmp_path / "cli")], cwd=ROOT, capture_output=True,
-                             text=True)
+                              "--device", "cpu", "--run-dir", str(tmp_path / "cli")], cwd=ROOT,
+                             capture_output=True, text=True)
     assert command.returncode == 0, command.stderr
     for name in ("last.pt", "generator.pt"):
         a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "dermgan" / name) for run in ("nb", "cli"))
@@ -329,7 +334,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
-# -- a seed fixes every network's initial weights ------------------------------------------------------------------
+# -- a seed fixes every network's initial weights ------------------------------------------------------------
 
 
 def _first_weights(monkeypatch, build, draws: int) -> dict:
