@@ -22,7 +22,9 @@ old checkpoint (`_CsvLog`); temps of killed processes are removed at the next st
 Resume refuses a checkpoint of another run: other loop settings, other recipe metadata (variant, loss weights,
 widths; LOOP_ONLY_FIELDS excepted), another number of items, or, when the caller passes `provenance`
 (`data_fingerprint` of the training split), other data. `check_provenance` checks a
-generator.pt against the data before it is used for sampling.
+generator.pt against the data before it is used for sampling. Every checkpoint records the code path and commit
+the run was started at and each other one it was resumed at (`code`, dermgan.provenance); generator.pt's record
+is repeated in generator.training.json.
 
 Step-exact resume: the data order is a pure function of (seed, step) (a seeded permutation per epoch, rank r
 takes slice r of each global batch) and the LR a pure function of the step, so a checkpoint only needs the
