@@ -20,6 +20,7 @@ import pandas as pd
 
 from dermgan import metrics as M
 from dermgan.models.dermgan import read_samples
+from dermgan.train import data_fingerprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
@@ -44,7 +45,7 @@ def main(argv=None) -> None:
     for folder in sorted(ctx.run_dir.glob("samples/dermgan*")):
         if not re.fullmatch(r"dermgan(-s\d+)?", folder.name):  # the main model and its 250-step seed runs
             continue
-        npz = read_samples(folder / "samples.npz")
+        npz = read_samples(folder / "samples.npz", data_fingerprint(train, ctx.data_root))  # as 05 reads it
         n = len(npz["images"])
         index = np.sort(rng.choice(n, size=min(cfg.n_samples, n), replace=False))
         sets[folder.name] = M.ImageSet(npz["images"][index], npz["condition"][index],

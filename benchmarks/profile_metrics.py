@@ -20,6 +20,7 @@ import pandas as pd
 from dermgan import metrics as M
 from dermgan.classify import metrics_classifier
 from dermgan.models.dermgan import read_samples
+from dermgan.train import data_fingerprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
@@ -42,7 +43,8 @@ def main(argv=None) -> None:
     train, val = data.split("train"), data.split("val")
     rows = _report.reference_rows(np.random.default_rng(ctx.seed), cfg.n_samples, len(train))  # 05's reference
     real = M.ImageSet(train.images[rows], train.table["label"].to_numpy()[rows])
-    npz = read_samples(ctx.run_dir / "samples" / "dermgan" / "samples.npz")
+    npz = read_samples(ctx.run_dir / "samples" / "dermgan" / "samples.npz",
+                       data_fingerprint(train, ctx.data_root))  # 05's check
     generated = M.ImageSet(npz["images"][: cfg.n_samples], npz["condition"][: cfg.n_samples])
     classifier, _ = metrics_classifier(train, val, ctx.profile.classifier,
                                        ctx.path("checkpoints", "metrics_classifier", "model.pt"),

@@ -192,7 +192,7 @@ def run_arm(name: str, steps: int, data, rows: np.ndarray, fidelity: Fidelity | 
               resume=False, desc=name)
         seconds = time.perf_counter() - began
         log = pd.read_csv(folder / "log.csv")
-        G, meta = dg.evaluated_generator(folder)
+        G, meta = dg.evaluated_generator(folder, trained_on=None)  # trained just above, in its own folder
     maps = MapDataset(test_data, recipe.variant.encoding).maps(rows)
     generated = dg.generate(G, maps)
     real = np.asarray(test_data.images[rows])

@@ -129,7 +129,7 @@ def train_dermgan(family, cfg, seed, data, folder, n):
     holdout = MapDataset(val_data, recipe.variant.encoding)
     train(recipe, dg.training_dataset(train_data, recipe, cfg.steps, seed), dg.train_config(cfg, seed, "cpu"),
           folder, folder / "log.csv", resume=False, desc=f"dermgan s{seed}", holdout=holdout)
-    G, _ = dg.evaluated_generator(folder)
+    G, _ = dg.evaluated_generator(folder, trained_on=None)  # trained just above, in its own folder
     rows = np.arange(min(n, len(val_data)))
     maps = holdout.maps(rows)
     images = dg.generate(G, maps)

@@ -184,10 +184,11 @@ def metrics_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierCon
     saying whether it was reused or trained, and why).
 
     `path` (checkpoints/metrics_classifier/model.pt) holds the weights together with what they were trained on
-    (data fingerprints of the splits, class list, ClassifierConfig, seed); a human-readable copy of that record
-    goes to meta.json beside it. The file is reused only when that record matches this run exactly; otherwise
-    the classifier is trained again and the file replaced (atomically), so features of one dataset or setting
-    never come from a network trained on another.
+    (data fingerprints of the splits, class list, ClassifierConfig, seed) and the code that trained it
+    (dermgan.provenance; model.training.json); a human-readable copy of that record goes to meta.json beside
+    it. The file is reused only when that record matches this run exactly; otherwise the classifier is trained
+    again and the file replaced (atomically), so features of one dataset or setting never come from a network
+    trained on another. (Notebook 04 keeps its classifier by the same rule.)
     """
     from dermgan.train import load_checkpoint, load_weights, save_atomic, write_atomic
 
@@ -199,10 +200,14 @@ def metrics_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierCon
         load_weights(model, load_checkpoint(path)["state_dict"], path, "classifier")
         return model.eval(), (f"metrics classifier: reused {path.parent.name}/{path.name} (trained on this data "
                              "with these settings)")
+    from dermgan.provenance import continued, write_training_record
+
     model, history = train_classifier(train, val, cfg, device=device, seed=seed)
     model = model.cpu().eval()
-    save_atomic({"format": CLASSIFIER_FORMAT, "state_dict": model.state_dict(), "record": record,
-                 "history": history}, path)
-    meta = {"format": CLASSIFIER_FORMAT, **record, "history": history}
+    code = continued(None, 0)  # the code path and commit that trained it
+    digest = save_atomic({"format": CLASSIFIER_FORMAT, "state_dict": model.state_dict(), "record": record,
+                          "history": history, "code": code}, path)
+    write_training_record(path, digest, record["data"], code)
+    meta = {"format": CLASSIFIER_FORMAT, **record, "history": history, "code": code}
     write_atomic(path.with_name("meta.json"), lambda f: f.write(json.dumps(meta, indent=2) + "\n"), text=True)
     return model, f"metrics classifier: trained ({reason})"

@@ -104,10 +104,10 @@ def verify_digest(path: str | os.PathLike, remedy: str | None = None) -> None:
 def way_out(path: str | os.PathLike) -> str:
     """How to get a good copy of a run directory's file back, for the one-line error that refuses it."""
     path = Path(path)
-    return f"restore a good copy, or delete it and its {SUFFIX} and re-run {_writer_of(path)}"
+    return f"restore a good copy, or delete it and its {SUFFIX} and re-run {writer_of(path)}"
 
 
-def _writer_of(path: Path) -> str:
+def writer_of(path: Path) -> str:
     """Which notebook writes this file of a run directory (checkpoints/<model>/..., samples/<model>/...)."""
     model, parts = path.parent.name, path.parts
     if "lesion_edit" in parts or model.startswith("edit-"):

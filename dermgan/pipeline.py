@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dermgan.config import PROFILES, DataConfig, Profile, get_profile
+from dermgan.provenance import (MANIFEST_VARIABLE, NOTEBOOK_VARIABLE, TRAINING_CODE_PATHS, commits_of,
+                                completed_entries, notebook_commits, trained_models)
 from dermgan.runtime import (HOME_VARIABLE, REFERENCES_VARIABLE, Heartbeat, RunDirBusy, check_run_dir,
                              claim_run_dir, code_checkout, duration, environment_report, executed_dir,
                              is_checkout, packaged_notebooks, pick_device, project_root, resolve_run_dir,
@@ -895,8 +897,8 @@ def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str
                                 notebooks_dir)
         manifest["references"] = references
         with sigterm_stops_like_ctrl_c():
-            record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, log,
-                          heartbeat_s)
+            record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, folder,
+                          log, heartbeat_s)
     return manifest
 
 
@@ -923,11 +925,13 @@ def kernel_environment(root: Path, references: bool):
         apply(previous)
 
 
-def record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, log,
+def record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, run_dir, log,
                   heartbeat_s: float = HEARTBEAT_S) -> None:
     """Execute the notebooks one by one, recording each in the manifest; the manifest is written as each
     notebook starts (a SIGKILL leaves it "running", which the next run marks "interrupted") and however the
-    series ends (completed, a failure, Ctrl-C, SIGTERM or any other error: no entry stays "running").
+    series ends (completed, a failure, Ctrl-C, SIGTERM or any other error: no entry stays "running"). After
+    each notebook that completes, `models` records what trained every model of the run directory
+    (dermgan.provenance.trained_models), so the committed manifest can be checked without runs/.
 
     A notebook silent for heartbeat_s gets a line (cell, elapsed time), and another every 2 x heartbeat_s."""
     try:
@@ -945,7 +949,7 @@ def record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel,
                 log(f"    {notebook.name} {text}" if beat.beats else text)
 
             try:
-                with beat:
+                with beat, notebook_environment(notebook, output_dir / "manifest.json"):
                     execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel, root,
                             watch)
             except NotebookFailure as failure:
@@ -961,6 +965,7 @@ def record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel,
                 entry["wall_s"] = round(time.perf_counter() - began, 1)
             entry["status"] = "ok"
             clock.done[notebook.name] = entry["wall_s"]
+            manifest["models"] = trained_models(run_dir)
             outcome(f"ok ({entry['wall_s']:.0f} s{clock.remaining(notebooks[position:])})")
     except BaseException as error:  # anything else (a dead kernel, a full disk, a signal between notebooks)
         for entry in manifest["notebooks"]:
@@ -972,6 +977,24 @@ def record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel,
     finally:
         manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_manifest(manifest, earlier, output_dir)
+
+
+@contextlib.contextmanager
+def notebook_environment(notebook: Path, manifest: Path):
+    """Name, to the kernel papermill starts (it inherits the environment), the notebook it runs and the manifest
+    of its series: models it trains record the notebook as their code path, and 09 reads the commits the other
+    notebooks ran at (dermgan.provenance)."""
+    names = {NOTEBOOK_VARIABLE: notebook.stem, MANIFEST_VARIABLE: str(manifest.resolve())}
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def write_manifest(manifest: dict, earlier: list[dict], output_dir: Path) -> None:
@@ -1086,8 +1109,7 @@ def mark_dead_runs_interrupted(manifest: dict) -> bool:
 def reported_run_problems(manifest: dict, notebooks: list[str] | None = None) -> list[str]:
     """Why an executed series may not be reported as one reproducible run, one line each (empty when it may):
     its good notebooks must come from one commit, a clean one, and, when `notebooks` is given, be all of them."""
-    entries = [{**e, "git_commit": manifest.get("git_commit")} for e in manifest.get("notebooks", [])
-               if e.get("status") == "ok"] + [e for e in manifest.get("earlier_runs", []) if e.get("status") == "ok"]
+    entries = completed_entries(manifest)
     by_commit: dict[str, list[str]] = {}
     for e in entries:
         by_commit.setdefault(str(e.get("git_commit")), []).append(e["notebook"][:2])
@@ -1102,6 +1124,76 @@ def reported_run_problems(manifest: dict, notebooks: list[str] | None = None) ->
         if missing:
             problems.append("not executed: " + ", ".join(missing))
     return problems
+
+
+def changed_training_code(trained_at: str, series_at: str, root: Path) -> list[str]:
+    """The training code files (dermgan.provenance.TRAINING_CODE_PATHS) that differ between two commits:
+    `git diff --name-only <trained_at> <series_at> -- <paths>`; a commit this clone does not have is a
+    one-entry list saying so."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", trained_at, series_at, "--", *TRAINING_CODE_PATHS],
+                             cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", "") or str(error)
+        return [f"(cannot compare: {detail.strip().splitlines()[0] if detail.strip() else 'git failed'})"]
+    return out.split()
+
+
+def training_code_problems(manifest: dict, root: Path) -> list[str]:
+    """Models of a series whose weights may not come from the code the series reports, one line each: a model
+    whose training is not recorded (an older version), trained at uncommitted code, or trained at a commit whose
+    training code (TRAINING_CODE_PATHS) differs from the commit the series' notebooks ran at. Uses only the
+    manifest's `models` and git's history, so a clean clone without runs/ can check it."""
+    models = manifest.get("models")
+    if models is None:
+        return ["records no training commits of its models (made by an older version); re-run the series"]
+    ran_at = sorted({c for c in notebook_commits(manifest).values() if c and not c.endswith("+dirty")})
+    problems = []
+    for model, entry in sorted(models.items()):
+        if not entry.get("code"):
+            why = entry.get("problem", "no code record")
+            problems.append(f"{model}: its training is not recorded ({why}); retrain it")
+            continue
+        for commit in commits_of(entry["code"]):
+            if commit is None:
+                problems.append(f"{model}: part of its training is not recorded (resumed from an older "
+                                "version, or outside a git checkout); retrain it")
+            elif commit.endswith("+dirty"):
+                problems.append(f"{model}: trained at {commit[:7]}+dirty (uncommitted code); retrain it at a "
+                                "clean commit")
+            else:
+                for target in ran_at:
+                    changed = changed_training_code(commit, target, root)
+                    if changed:
+                        files = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
+                        problems.append(f"{model}: trained at {commit[:7]}, but the training code differs at "
+                                        f"{target[:7]} ({files}); retrain it")
+    return problems
+
+
+def stale_notebook_problems(series_dir: Path, notebooks_dir: Path) -> list[str]:
+    """Executed notebooks of a series whose code cells differ from their source's (the injected-parameters cell
+    aside), or that have no source any more, one line each."""
+    problems = []
+    for executed in list_notebooks(series_dir):
+        source = notebooks_dir / executed.name
+        if not source.is_file():
+            problems.append(f"{executed.name}: no source notebook {source.name} in {notebooks_dir.name}/")
+            continue
+        problems += stale_reasons(source, executed)
+    return problems
+
+
+def series_problems(series_dir: Path, notebooks_dir: Path, root: Path, complete: bool = False) -> list[str]:
+    """Everything that keeps an executed series (papermill_runs/<name>/) from being reported: what
+    `reported_run_problems` finds in its manifest (with `complete`, every source notebook must have run), stale
+    notebooks (`stale_notebook_problems`) and models trained by other code (`training_code_problems`)."""
+    manifest = json.loads((series_dir / "manifest.json").read_text())
+    sources = [p.name for p in list_notebooks(notebooks_dir)] if complete else None
+    return (reported_run_problems(manifest, sources) + stale_notebook_problems(series_dir, notebooks_dir)
+            + training_code_problems(manifest, root))
 
 
 def new_manifest(profile, common, overrides, series, device, output_dir, notebooks_dir) -> dict:

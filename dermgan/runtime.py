@@ -176,19 +176,30 @@ def resolve_run_dir(run_dir: str | os.PathLike, create: bool = True) -> Path:
 
 
 # Folders that hold a run's own records, not the code or notebooks that make them: a series run one notebook at a
-# time rewrites them between calls, and that must not mark the next call's code as changed.
+# time rewrites them between calls, and that must not mark the next call's code as changed. (runs/ and data/ are
+# ignored by git, so they never count either.)
 RESULT_FOLDERS = ("papermill_runs", "figures")
 
 
+def code_checkout() -> Path | None:
+    """The checkout this package's code was imported from (None for an install without one, e.g. `pip install
+    .`): the code a commit describes, wherever runs are written ($DERMGAN_HOME may be elsewhere)."""
+    folder = Path(__file__).resolve().parents[1]
+    return folder if is_checkout(folder) else None
+
+
 def git_commit(root: Path | None = None) -> str | None:
-    """The checked-out commit, with '+dirty' when a tracked file outside RESULT_FOLDERS has changes (code,
-    notebooks, configuration), or None outside git."""
-    root = root or project_root()
+    """The checked-out commit of `root` (default: the code's checkout), with '+dirty' when a file outside
+    RESULT_FOLDERS differs from it: a changed tracked file or an untracked one that git does not ignore (code,
+    notebooks, configuration); None outside git."""
+    root = root or code_checkout()
+    if root is None:
+        return None
     excluded = [f":(exclude){folder}" for folder in RESULT_FOLDERS]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", ".", *excluded],
                                cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -476,7 +487,7 @@ def hold_run_dir(run_dir: str | os.PathLike) -> str | None:
         raise RunDirBusy(f"run dir {folder} is in use by {_describe_holder(holder)}; wait until it ends or "
                          "stop it, or use another run dir (--run-dir, or run_dir in the notebook)") from None
     token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line(),
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token": token}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
@@ -534,13 +545,13 @@ def _describe_holder(holder: dict) -> str:
     return f"process {holder['pid']}{where} ({holder.get('command')}, since {holder.get('since')})"
 
 
-def _command_line() -> str:
-    """This process's command as a user would recognise it, for the lock record."""
+def command_line() -> str:
+    """This process's command as a user would recognise it (the lock record; what trained a model)."""
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     if "ipykernel" in program:
         return "a Jupyter kernel: a notebook run on its own"
-    if program == "__main__.py":
-        program = "python -m dermgan"
+    if program == "__main__.py":  # python -m <package>
+        program = f"python -m {Path(sys.argv[0]).parent.name}"
     return " ".join([program, *sys.argv[1:]])[:300]
 
 

@@ -22,7 +22,9 @@ old checkpoint (`_CsvLog`); temps of killed processes are removed at the next st
 Resume refuses a checkpoint of another run: other loop settings, other recipe metadata (variant, loss weights,
 widths; LOOP_ONLY_FIELDS excepted), another number of items, or, when the caller passes `provenance`
 (`data_fingerprint` of the training split), other data. `check_provenance` checks a
-generator.pt against the data before it is used for sampling.
+generator.pt against the data before it is used for sampling. Every checkpoint records the code path and commit
+the run was started at and each other one it was resumed at (`code`, dermgan.provenance); generator.pt's record
+is repeated in generator.training.json.
 
 Step-exact resume: the data order is a pure function of (seed, step) (a seeded permutation per epoch, rank r
 takes slice r of each global batch) and the LR a pure function of the step, so a checkpoint only needs the
@@ -56,6 +58,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from dermgan import provenance as code_record
 from dermgan.critic import Critic, CriticConfig
 from dermgan.integrity import IntegrityError, verify_digest, write_with_digest
 from dermgan.runtime import pick_device, progress
@@ -321,10 +324,11 @@ def write_atomic(path: str | os.PathLike, write, text: bool = False, before_repl
             tmp.unlink()
 
 
-def save_atomic(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> str:
     """torch.save through write_atomic, with the file's SHA-256 beside it (dermgan.integrity): a crash keeps
-    the old file, a power cut cannot leave a torn one, and damage after the write is found on load."""
-    write_with_digest(path, lambda f: torch.save(obj, f))
+    the old file, a power cut cannot leave a torn one, and damage after the write is found on load. Returns
+    the SHA-256."""
+    return write_with_digest(path, lambda f: torch.save(obj, f))
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
@@ -494,17 +498,22 @@ def check_provenance(path: str | os.PathLike, expected: dict) -> dict:
     (`data_fingerprint` of the training split) before it is used, e.g. for sampling; returns the checkpoint."""
     path = Path(path)
     checkpoint = load_checkpoint(path)
-    saved = checkpoint.get("provenance") if isinstance(checkpoint, dict) else None
+    check_trained_on(path, checkpoint.get("provenance") if isinstance(checkpoint, dict) else None, expected)
+    return checkpoint
+
+
+def check_trained_on(source, saved: dict | None, expected: dict) -> None:
+    """Refuse (CheckpointError, one line) a model whose recorded training data `saved` (its `data_fingerprint`)
+    is missing or differs from `expected`, the run's own training split: `source` names the file."""
     if saved is None:
-        raise CheckpointError(f"{path} records no data fingerprint, so it cannot be shown to come from this "
+        raise CheckpointError(f"{source} records no data fingerprint, so it cannot be shown to come from this "
                               f"data ({expected.get('dataset')}); retrain it with this version")
     found = first_difference({"data": saved}, {"data": expected})
     if found is not None:
         key, old, new = found
-        raise CheckpointError(f"{path} was trained with {key}={old!r} but the data here has {key}={new!r}; it "
-                              "belongs to another dataset or setting. Use the run directory it was trained in, "
-                              "or train it on this data")
-    return checkpoint
+        raise CheckpointError(f"{source} was trained with {key}={old!r} but the data here has {key}={new!r}; "
+                              "it belongs to another dataset or setting, or the data changed since. Use the run "
+                              "directory it was trained in, or train it on this data")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -798,9 +807,12 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
            "n_items": len(dataset)}
     saved_log = None
     if resume and checkpoint_path.exists():
-        start, saved_log = _restore(checkpoint_path, run, world, rank, device, state)
+        start, saved_log, code = _restore(checkpoint_path, run, world, rank, device, state)
+        # the commits that trained these weights: the checkpoint's, and this one if it trains any further
+        run["code"] = code_record.continued(code, start) if start < cfg.steps else code
     else:
         start = 0
+        run["code"] = code_record.continued(None, 0)
         random.seed(cfg.seed + rank)  # each rank draws its own dropout masks etc., reproducibly
         np.random.seed((cfg.seed + rank) % 2**32)
         torch.manual_seed(cfg.seed + rank)
@@ -854,8 +866,11 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
             "ema": None if state.ema is None else state.ema.state_dict(),
             "recipe": run["recipe"],
             "provenance": provenance,
+            "code": run["code"],  # the code path and commits that trained it (dermgan.provenance)
         }
-        save_atomic(final, checkpoint_dir / "generator.pt")
+        digest = save_atomic(final, checkpoint_dir / "generator.pt")
+        code_record.write_training_record(checkpoint_dir / "generator.pt", digest, provenance, run["code"],
+                                          step=cfg.steps)
     if world > 1:
         dist.barrier()
     return TrainResult(
@@ -1028,7 +1043,7 @@ def _save(path: Path, step: int, run: dict, world, rank, device, state: _State, 
             "format": CHECKPOINT_FORMAT,
             "step": step,
             "world_size": world,
-            **run,  # config, recipe metadata, provenance, n_items: what _check_same_run compares
+            **run,  # config, recipe metadata, provenance, n_items (what _check_same_run compares); code
             "generator": state.G.state_dict(),
             "discriminator": state.D.state_dict(),
             "opt_g": state.opt_g.state_dict(),
@@ -1045,8 +1060,9 @@ def _save(path: Path, step: int, run: dict, world, rank, device, state: _State, 
         dist.barrier()
 
 
-def _restore(path: Path, run: dict, world, rank, device, state: _State) -> tuple[int, str]:
-    """Load the state of `path` into the run's modules; returns its step and its loss log's text."""
+def _restore(path: Path, run: dict, world, rank, device, state: _State) -> tuple[int, str, list | None]:
+    """Load the state of `path` into the run's modules; returns its step, its loss log's text and its code
+    record ([UNRECORDED] when an older version wrote it)."""
     checkpoint = load_training_checkpoint(path)
     _check_same_run(path, checkpoint, run)
     if checkpoint["world_size"] != world:
@@ -1068,7 +1084,8 @@ def _restore(path: Path, run: dict, world, rank, device, state: _State) -> tuple
     state.scaler.load_state_dict(checkpoint["scaler"])
     state.critic.load_state_dict(checkpoint["critic"])
     set_rng_state(checkpoint["rng"][rank], device)
-    return int(checkpoint["step"]), checkpoint.get("log") or ""
+    code = checkpoint.get("code") or [code_record.UNRECORDED]
+    return int(checkpoint["step"]), checkpoint.get("log") or "", code
 
 
 def _write_samples(recipe, G: nn.Module, batch, device, channels_last, autocast, path: Path) -> None:

@@ -98,14 +98,15 @@ class Study:
                 "image_size": int(self.images.shape[1]), "items": self.items}
 
 
-def pool_from_samples(path: Path, image_shape: tuple) -> ImagePool:
-    """samples/<model>/samples.npz (docs/CONVENTIONS.md) as an ImagePool, checked against the real images' shape."""
+def pool_from_samples(path: Path, image_shape: tuple, trained_on: dict | None) -> ImagePool:
+    """samples/<model>/samples.npz (docs/CONVENTIONS.md) as an ImagePool, checked against the real images' shape
+    and, unless `trained_on` is None, shown to come from a model trained on that data (`read_samples`)."""
     path = Path(path)
     if not path.is_file():
         raise TuringError(f"{path}: no such samples file")
     from dermgan.models.dermgan import read_samples
 
-    stored = read_samples(path)
+    stored = read_samples(path, trained_on)
     missing = [k for k in ("images", "condition", "fitzpatrick", "source_index") if k not in stored]
     if missing:
         raise TuringError(f"{path}: missing arrays {missing} (has {list(stored)}); see docs/CONVENTIONS.md")
@@ -238,10 +239,12 @@ def _ablation_run(folder: Path) -> bool:
 def run_pools(ctx, models: list[str] | None = None) -> tuple:
     """(dataset, real test-split pool, {model: samples pool}) of a run directory; `models` None = every
     samples/<model>/samples.npz there except 02's ablation runs, else the named ones (a missing one is an
-    error)."""
+    error). Samples of a model trained on other data than the run's training split are refused."""
     from dermgan.data import load_for_run
+    from dermgan.train import data_fingerprint
 
     data = load_for_run(ctx)
+    trained_on = data_fingerprint(data.split("train"), ctx.data_root)
     test = data.split("test")
     found = {p.parent.name: p for p in sorted(ctx.run_dir.glob("samples/*/samples.npz"))
              if models is not None or not _ablation_run(p.parent)}
@@ -250,7 +253,7 @@ def run_pools(ctx, models: list[str] | None = None) -> tuple:
         if missing:
             raise TuringError(f"{ctx.run_dir / 'samples'}: no samples.npz for {missing}; found {sorted(found)}")
         found = {m: found[m] for m in models}
-    pools = {name: pool_from_samples(path, test.images.shape[1:]) for name, path in found.items()}
+    pools = {name: pool_from_samples(path, test.images.shape[1:], trained_on) for name, path in found.items()}
     return data, pool_from_split(test), pools
 
 

@@ -70,14 +70,19 @@ def data_note(dataset: str) -> str:
 
 
 def provenance_record(kind: str, name: str, provenance: dict) -> dict:
-    """The sidecar of a figure or table: what it shows and what made it, including the git commit."""
+    """The sidecar of a figure or table: what it shows and what made it, including the git commit that drew it
+    (`git_commit`). Where `provenance` has `commits` (dermgan.provenance.figure_commits: the commits that
+    evaluated and trained what it shows), the sidecar's `commits` lists them with that one ("drawn")."""
     from dermgan.runtime import git_commit
 
     if "dataset" not in provenance:
         raise ValueError(f"{kind} {name!r}: provenance must name the 'dataset' it shows")
     commit = git_commit()
-    return {kind: name, "data": data_note(provenance["dataset"]), **provenance,
-            "git_commit": commit, "clean_commit": bool(commit) and not commit.endswith("+dirty")}
+    record = {kind: name, "data": data_note(provenance["dataset"]), **provenance,
+              "git_commit": commit, "clean_commit": bool(commit) and not commit.endswith("+dirty")}
+    if "commits" in provenance:
+        record["commits"] = {"drawn": commit, **provenance["commits"]}
+    return record
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -146,13 +151,13 @@ def save_table(table, directory: str | Path, name: str, provenance: dict, captio
 
 
 FIGURE_FILES, TABLE_FILES = (".pdf", ".png", ".json"), (".csv", ".tex", ".md", ".json")
-PROVENANCE_KEYS = ("notebook", "profile", "dataset", "data", "git_commit", "clean_commit")
+PROVENANCE_KEYS = ("notebook", "profile", "dataset", "data", "git_commit", "clean_commit", "commits")
 
 
 def check_outputs(directory: str | Path, figures=(), tables=(), clean: bool = False) -> list[str]:
     """What is wrong with the expected figures and tables in `directory`, one line each (empty when nothing):
-    a missing or empty file, or a sidecar that does not name its notebook, profile, dataset and commit (with
-    `clean`, a clean commit)."""
+    a missing or empty file, or a sidecar that does not name its notebook, profile, dataset, commit and the
+    commits its numbers come from (with `clean`, a clean commit)."""
     directory, problems = Path(directory), []
     for stems, suffixes in ((figures, FIGURE_FILES), (tables, TABLE_FILES)):
         for stem in stems:

@@ -101,9 +101,12 @@ def test_bootstrap_interval_of_an_accuracy_matches_the_binomial_standard_error()
 
 
 def test_bootstrap_drops_undefined_replicates():
+    """Resamples that draw row 0 are undefined (NaN) and dropped. Of the others (8/27 of all), those that draw
+    row 1 alone (1/27) have max 1, the rest max 2: 1 is 1/8 of the defined replicates, more than the 2.5 %
+    tail, so the 95 % interval is exactly [1, 2] (NaN if undefined ones were kept, 0 if counted as 0)."""
     values = np.array([np.nan, 1.0, 2.0])
-    low, high = ax.bootstrap_interval(lambda rows: values[rows].max() if 0 not in rows else np.nan, 3, 200)
-    assert np.isfinite(low) and 1.0 <= low <= high <= 2.0
+    low, high = ax.bootstrap_interval(lambda rows: values[rows].max() if 0 not in rows else np.nan, 3, 2000)
+    assert (low, high) == (1.0, 2.0)
 
 
 def test_paired_seed_difference_equals_scipys_paired_t_interval():

@@ -266,8 +266,11 @@ def test_logged_means_equal_the_per_step_values_and_probes_are_logged(tmp_path):
     # R1 ran on steps 0, 2, 4 only: its mean is over those steps
     assert float(per_three[0]["d_r1"]) == pytest.approx(np.mean([float(per_step[i]["d_r1"]) for i in (0, 2)]),
                                                         rel=1e-5)
-    for row in per_three:  # D's accuracy on training and held-out reals at every sample_every
-        assert 0 <= float(row["d_acc_train"]) <= 1 and 0 <= float(row["d_acc_val"]) <= 1
+    n_probed = len(Pairs())  # every real image of the (small) training and held-out sets is probed
+    for row in per_three:  # D's accuracy on training and held-out reals at every sample_every: k of n images
+        for column in ("d_acc_train", "d_acc_val", "d_acc_fake"):
+            k = float(row[column]) * n_probed
+            assert k == pytest.approx(round(k), abs=1e-9) and 0 <= round(k) <= n_probed, column
 
 
 class NaNAt(dg.Pix2PixRecipe):
@@ -291,6 +294,28 @@ def test_a_nan_read_late_is_reported_at_its_own_step_and_never_checkpointed(tmp_
     with pytest.raises(NonFiniteLossError, match=r"step 3 \(0-based step 2\).*g_l1=nan"):
         train(NaNAt(recipe), Pairs(), config, tmp_path)
     assert load_training_checkpoint(tmp_path / "last.pt")["step"] == 2  # step 4's save found the NaN first
+
+
+class AnswersEverything(torch.nn.Module):
+    """A multi-scale D (features then logits per scale) whose logits are `value` for every patch."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value, self.weight = value, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return [[torch.full((len(x), 1, 2, 2), self.value)]]
+
+
+@pytest.mark.parametrize("value, real, fake, sign", [(3.0, 1.0, 0.0, 1.0), (-3.0, 0.0, 1.0, -1.0)])
+def test_probe_accuracy_of_a_discriminator_with_known_answers(value, real, fake, sign):
+    """D says "real" (logit 3) or "fake" (logit -3) to every image: right on all reals and no generated image,
+    or the reverse; the mean sign of its answers on the reals is +1 or -1."""
+    recipe, _ = recipe_for(0)
+    critic = Critic(AnswersEverything(value), CriticConfig(), 4, torch.device("cpu"))
+    batch = torch.utils.data.default_collate([Pairs()[i] for i in range(4)])
+    found = critic.probe(recipe, recipe.generator, batch)
+    assert found == {"acc_real": real, "acc_fake": fake, "sign_real": sign}
 
 
 def test_probing_d_changes_no_state():

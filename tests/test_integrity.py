@@ -26,6 +26,11 @@ class Stop(Exception):
     """What a kill or Ctrl-C does to the loop, raised from on_step."""
 
 
+# what a samples file says trained its model (provenance.training_of): these tests read it without a run's data
+TRAINED = {"training": {"data": {"dataset": "synthetic", "data_root": None, "image_size": 8, "n": 2,
+                                 "sha256": "0" * 16}, "code": [{"by": "test", "commit": None, "step": 0}]}}
+
+
 def _config(**changes):
     base = TrainConfig(steps=4, batch_size=4, checkpoint_every=2, log_every=1, seed=2, device="cpu")
     return dataclasses.replace(base, **changes)
@@ -118,7 +123,8 @@ def test_flipped_weight_bytes_in_last_pt_are_refused_on_resume_and_the_good_file
     run = tmp_path / "run"
     folder, log = run / "checkpoints" / "dermgan", run / "logs" / "dermgan.csv"
     train(tiny_recipe(), ToyPairs(), _config(), folder, log)
-    samples = dg.write_samples(run, "dermgan", np.zeros((2, 8, 8, 3), np.uint8), [0, 1], [1, 2], [0, 1], {})
+    samples = dg.write_samples(run, "dermgan", np.zeros((2, 8, 8, 3), np.uint8), [0, 1], [1, 2], [0, 1],
+                               TRAINED)
     good = {p: p.read_bytes() for p in (folder / "generator.pt", samples, log)}
 
     last = folder / "last.pt"
@@ -189,8 +195,9 @@ def test_a_damaged_samples_file_is_refused_by_its_readers(tmp_path, damage):
     from dermgan import turing
 
     images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
-    path = dg.write_samples(tmp_path, "dcgan", images, [0] * 20, [1] * 20, list(range(20)), {"steps": 1})
-    assert np.array_equal(dg.read_samples(path)["images"], images)
+    path = dg.write_samples(tmp_path, "dcgan", images, [0] * 20, [1] * 20, list(range(20)),
+                            {"steps": 1, **TRAINED})
+    assert np.array_equal(dg.read_samples(path, None)["images"], images)
     if damage == "flipped":
         _flip(path, path.stat().st_size // 2, 64)
     elif damage == "truncated":
@@ -199,7 +206,7 @@ def test_a_damaged_samples_file_is_refused_by_its_readers(tmp_path, damage):
         np.savez_compressed(path, images=images, condition=np.zeros(20, int), fitzpatrick=np.ones(20, int),
                             source_index=np.arange(20))
         (tmp_path / "samples" / "dcgan" / "samples.npz.sha256").unlink()
-    for read in (dg.read_samples, lambda p: turing.pool_from_samples(p, (16, 16, 3))):
+    for read in (lambda p: dg.read_samples(p, None), lambda p: turing.pool_from_samples(p, (16, 16, 3), None)):
         with pytest.raises(IntegrityError) as refused:
             read(path)
         message = str(refused.value)

@@ -90,10 +90,16 @@ def test_resnet_generator_and_patchgan_have_the_reference_cyclegan_parameter_cou
     assert round(count_parameters(PatchDiscriminator(3, 64, 3, "instance")) / 1e6, 3) == 2.765
 
 
-def test_resnet_generator_keeps_the_size_and_range_and_refuses_odd_sides():
+def test_resnet_generator_keeps_the_size_and_ends_in_tanh_and_refuses_odd_sides():
     G = ResnetGenerator(12, 3, base=4, n_blocks=1)
-    out = G(torch.randn(2, 12, 32, 32))
-    assert out.shape == (2, 3, 32, 32) and out.abs().max() <= 1
+    last = [m for m in G.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():  # zero weights and a known bias: every pixel is tanh(bias), whatever the input
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([2.0, 0.0, -1.0]))
+        out = G(torch.randn(2, 12, 32, 32))
+    assert out.shape == (2, 3, 32, 32)
+    expected = torch.tanh(torch.tensor([2.0, 0.0, -1.0])).view(1, 3, 1, 1).expand_as(out)
+    assert torch.allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match="divisible by 4"):
         G(torch.randn(1, 12, 30, 30))
 

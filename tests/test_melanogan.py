@@ -108,12 +108,25 @@ def test_shapes_and_parameter_counts(size):
         assert mg.sample_images(recipe.generator, 1, seed=0).shape == (1, size, size, 3)
 
 
-def test_generator_outputs_stay_in_range():
+def test_generator_outputs_are_the_tanh_of_their_last_layer():
+    """The image is tanh of the last layer's output, value for value (not clipped, not rescaled). The last
+    convolution's weights are scaled up (and its bias set) so that its output leaves [-1, 1]: a clamp in tanh's
+    place is caught."""
     for kind in ("dcgan", "ddgan-upsample", "ddgan-deconv", "furger-dcgan"):
+        torch.manual_seed(0)
         G = mg.build(kind, TINY, 32).generator.eval()
+        last_tanh = [m for m in G.modules() if isinstance(m, nn.Tanh)][-1]
+        block = next(m for m in G.modules() if isinstance(m, nn.Sequential) and any(c is last_tanh for c in m))
+        last_conv = list(block)[[i for i, c in enumerate(block) if c is last_tanh][0] - 1]  # the layer before it
+        seen = []
+        last_tanh.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
         with torch.no_grad():
+            last_conv.weight.mul_(1e4)
+            if last_conv.bias is not None:  # (a stage fed by a near-zero coarse image needs it)
+                last_conv.bias.copy_(torch.tensor([2.0, -3.0, 0.5]))
             image = G.synthesise([torch.randn(4, *s) * 3 for s in G.noise_shapes()])
-        assert image.abs().max() <= 1.0
+        assert torch.equal(image, torch.tanh(seen[-1])), kind
+        assert seen[-1].abs().max() > 1, kind
 
 
 def test_bad_sizes_and_names_are_refused():

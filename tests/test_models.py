@@ -52,13 +52,19 @@ def test_patchgan_receptive_field_is_70_pixels():
 
 @pytest.mark.parametrize("size", [16, 32, 64])
 @pytest.mark.parametrize("upsample", ["transpose", "resize", "bilinear"])
-def test_generator_output_shape_and_range(size, upsample):
+def test_generator_output_is_tanh_of_its_last_convolution(size, upsample):
+    """With the last convolution's weights zeroed and its bias set to (3, 0, -0.5), every pixel of every image
+    is (tanh 3, 0, tanh -0.5), whatever the input: the output layer is that convolution and a tanh."""
     torch.manual_seed(0)
     G = UNetGenerator(12, 3, image_size=size, base=4, upsample=upsample).eval()
-    x = torch.randn(2, 12, size, size) * 3
-    y = G(x)
+    last = [m for m in G.up[-1].modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([3.0, 0.0, -0.5]))
+        y = G(torch.randn(2, 12, size, size) * 3)
     assert y.shape == (2, 3, size, size)
-    assert y.min() >= -1 and y.max() <= 1
+    expected = torch.tanh(torch.tensor([3.0, 0.0, -0.5])).view(1, 3, 1, 1).expand_as(y)
+    assert torch.allclose(y, expected, atol=1e-6)
     assert G.depth == int(math.log2(size))
 
 
@@ -191,13 +197,17 @@ def test_generate_returns_uint8_and_is_batch_independent():
 
 def test_write_samples_follows_the_conventions(tmp_path):
     images = np.zeros((3, 8, 8, 3), np.uint8)
-    path = dg.write_samples(tmp_path, "pix2pix", images, [0, 1, 2], [1, 2, 3], [5, 6, 7], {"steps": 3})
+    training = {"data": {"dataset": "synthetic", "n": 3}, "code": [{"by": "test", "commit": None, "step": 0}]}
+    path = dg.write_samples(tmp_path, "pix2pix", images, [0, 1, 2], [1, 2, 3], [5, 6, 7],
+                            {"steps": 3, "training": training})
     with np.load(path) as saved:
         assert set(saved.files) == {"images", "condition", "fitzpatrick", "source_index"}
         assert saved["images"].dtype == np.uint8 and saved["source_index"].tolist() == [5, 6, 7]
     assert (tmp_path / "samples" / "pix2pix" / "meta.json").is_file()
     with pytest.raises(ValueError, match="condition"):
-        dg.write_samples(tmp_path, "x", images, [0], [1, 2, 3], [5, 6, 7], {})
+        dg.write_samples(tmp_path, "x", images, [0], [1, 2, 3], [5, 6, 7], {"training": training})
+    with pytest.raises(ValueError, match="must say what trained the model"):
+        dg.write_samples(tmp_path, "x", images, [0, 1, 2], [1, 2, 3], [5, 6, 7], {"steps": 3})
 
 
 def test_reconstruction_errors_by_hand():
@@ -382,18 +392,18 @@ def test_augmented_training_resumes_exactly(tmp_path):
 def test_evaluated_generator_is_the_ema_when_kept_and_says_so(tmp_path):
     _tiny_training(tmp_path / "ema", steps=2, ema_decay=0.5)
     saved = torch.load(tmp_path / "ema" / "generator.pt", weights_only=True)
-    G, meta = dg.evaluated_generator(tmp_path / "ema")
+    G, meta = dg.evaluated_generator(tmp_path / "ema", trained_on=None)
     assert meta["evaluation"] == {"weights": "ema", "normalisation": "eval", "step": 2}
     assert not G.training
     assert all(torch.equal(v, saved["ema"][k]) for k, v in G.state_dict().items())
     assert any(not torch.equal(saved["ema"][k], saved["generator"][k]) for k in saved["ema"])
     _tiny_training(tmp_path / "raw", steps=2, ema_decay=0.5, eval_weights="raw")
-    G, meta = dg.evaluated_generator(tmp_path / "raw")
+    G, meta = dg.evaluated_generator(tmp_path / "raw", trained_on=None)
     saved = torch.load(tmp_path / "raw" / "generator.pt", weights_only=True)
     assert meta["evaluation"]["weights"] == "raw"
     assert all(torch.equal(v, saved["generator"][k]) for k, v in G.state_dict().items())
     _tiny_training(tmp_path / "none", steps=2)  # no EMA kept: "ema" falls back to the raw weights
-    assert dg.evaluated_generator(tmp_path / "none")[1]["evaluation"]["weights"] == "raw"
+    assert dg.evaluated_generator(tmp_path / "none", trained_on=None)[1]["evaluation"]["weights"] == "raw"
 
 
 # -- artefacts ----------------------------------------------------------------------------------------------

@@ -179,7 +179,8 @@ def test_map_dataset_items(encoding):
     assert (
         semantic_map.shape == (semantic.n_channels(encoding), 16, 16) and semantic_map.dtype == torch.float32
     )
-    assert image.shape == (3, 16, 16) and image.min() >= -1 and image.max() <= 1
+    assert image.shape == (3, 16, 16)
+    assert torch.allclose(image, torch.from_numpy(data.images[0] / 127.5 - 1).float().permute(2, 0, 1), atol=1e-6)
     assert lesion.shape == (1, 16, 16) and lesion.sum() == 16
     assert condition.item() == 7 and condition.dtype == torch.int64
     labels, colours = semantic.decode_maps(semantic_map[None], encoding)

@@ -82,10 +82,15 @@ def test_long_column_labels_wrap_inside_their_cell_and_short_ones_stay_on_one_li
 
 
 def test_the_output_check_names_every_missing_empty_or_unprovenanced_file(tmp_path):
+    sources = {"evaluated": {"05": "c" * 40}, "trained": {"dermgan": ["d" * 40]}}
     viz.save_figure(a_figure(), tmp_path, "09_fig_synthetic", {"notebook": "09", "profile": "smoke",
-                                                               "dataset": "synthetic"})
+                                                               "dataset": "synthetic", "commits": sources})
     viz.save_table(pd.DataFrame({"a": [1.0]}), tmp_path, "09_tab_synthetic",
                    {"notebook": "09", "profile": "smoke", "dataset": "synthetic"}, "caption")
+    expected = dict(figures=["09_fig_synthetic"], tables=["09_tab_synthetic"])
+    assert viz.check_outputs(tmp_path, **expected) == ["09_tab_synthetic.json: no commits"]
+    viz.save_table(pd.DataFrame({"a": [1.0]}), tmp_path, "09_tab_synthetic",
+                   {"notebook": "09", "profile": "smoke", "dataset": "synthetic", "commits": sources}, "caption")
     expected = dict(figures=["09_fig_synthetic"], tables=["09_tab_synthetic"])
     assert viz.check_outputs(tmp_path, **expected) == []
     assert viz.check_outputs(tmp_path, figures=["09_other"]) == [

@@ -40,7 +40,9 @@ from dermgan.imageops import to_uint8
 from dermgan.integrity import verify_digest, write_with_digest
 from dermgan.models.pix2pix import MultiScaleDiscriminator, UNetGenerator, count_parameters
 from dermgan.runtime import write_text_atomic
-from dermgan.train import TrainConfig, generator_weights, initial_weights, load_checkpoint, loop_settings
+from dermgan.provenance import ProvenanceError, training_of
+from dermgan.train import (TrainConfig, check_trained_on, generator_weights, initial_weights, load_checkpoint,
+                           loop_settings)
 
 
 @dataclass(frozen=True)
@@ -305,13 +307,15 @@ def _section(meta: dict) -> dict:
 
 
 def _untrained_generator(meta: dict) -> nn.Module:
-    if "oasis_config" in meta:
-        from dermgan.models.oasis import generator_from_metadata
+    """An untrained generator shaped as `meta` describes; its weights are about to be loaded, so building it
+    draws nothing from the caller's random streams."""
+    with initial_weights(0):
+        if "oasis_config" in meta:
+            from dermgan.models.oasis import generator_from_metadata
 
-        return generator_from_metadata(meta)
-    variant = Variant(**meta["variant"])
-    return Pix2PixRecipe(variant, DermGANConfig(**meta["dermgan_config"]), meta["image_size"],
-                         meta["n_conditions"]).generator
+            return generator_from_metadata(meta)
+        return Pix2PixRecipe(Variant(**meta["variant"]), DermGANConfig(**meta["dermgan_config"]),
+                             meta["image_size"], meta["n_conditions"]).generator
 
 
 def load_generator(checkpoint_dir: str | Path, use_ema: bool = True, device="cpu") -> tuple[nn.Module, dict]:
@@ -327,16 +331,21 @@ def load_generator(checkpoint_dir: str | Path, use_ema: bool = True, device="cpu
 EVAL_WEIGHTS = ("ema", "raw")
 
 
-def evaluated_generator(checkpoint_dir: str | Path, device="cpu") -> tuple[nn.Module, dict]:
-    """THE generator that notebooks 02, 05 (through samples/) and 06 evaluate, from checkpoint_dir/generator.pt.
+def evaluated_generator(checkpoint_dir: str | Path, device="cpu", *, trained_on: dict | None
+                        ) -> tuple[nn.Module, dict]:
+    """THE generator that notebooks 02, 05 (through samples/) and 06 evaluate, from checkpoint_dir/generator.pt,
+    once its recorded training data is checked against `trained_on` (`train.data_fingerprint` of the run's
+    training split; None only where no run's data applies, e.g. a benchmark's own folder).
 
     Weights: the EMA of G when the run kept one and its config says eval_weights="ema", else the raw G.
     Normalisation: eval mode (dropout off; instance norm uses the image's own statistics, batch norm its running
     ones), so an image depends only on its own map and not on the batch it is generated in. Returns (G, metadata)
-    with metadata["evaluation"] recording that choice (weights, normalisation, step); write it into
-    samples/<model>/meta.json.
+    with metadata["evaluation"] recording that choice (weights, normalisation, step) and metadata["training"]
+    what trained it (data fingerprint, code record); write both into samples/<model>/meta.json.
     """
     path, saved = _generator_file(checkpoint_dir)
+    if trained_on is not None:
+        check_trained_on(path, saved.get("provenance"), trained_on)
     want = _section(saved["recipe"]).get("eval_weights", "ema")
     if want not in EVAL_WEIGHTS:
         raise ValueError(f"{path}: eval_weights {want!r} is not one of {EVAL_WEIGHTS}")
@@ -348,6 +357,7 @@ def evaluated_generator(checkpoint_dir: str | Path, device="cpu") -> tuple[nn.Mo
         "normalisation": "eval",
         "step": int(saved.get("step", -1)),
     }
+    meta["training"] = training_of(saved)
     return G, meta
 
 
@@ -383,7 +393,14 @@ def write_samples(
     run_dir: str | Path, model_name: str, images: np.ndarray, condition, fitzpatrick, source_index, meta: dict
 ) -> Path:
     """samples/<model>/samples.npz (with its SHA-256) + meta.json (CONVENTIONS.md), written atomically;
-    returns the npz path."""
+    returns the npz path. `meta["training"]` is what trained the model (`provenance.training_of` its generator
+    file: the data fingerprint of its training split and its code record), so that every reader can check the
+    samples against its run's data (`read_samples`) and name the commits that trained them."""
+    training = meta.get("training")
+    if not isinstance(training, dict) or not isinstance(training.get("data"), dict) or "code" not in training:
+        raise ValueError(f"samples of {model_name}: meta['training'] must say what trained the model (the data "
+                         "fingerprint and code record of its generator file, provenance.training_of); without "
+                         "it no reader could check the samples against its data")
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"samples must be uint8 (N,H,W,3), got {images.dtype} {images.shape}")
@@ -403,15 +420,52 @@ def write_samples(
     return folder / "samples.npz"
 
 
-def read_samples(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a samples.npz written by write_samples, once its SHA-256 is checked: a damaged file, or
-    one of an older version, is a one-line error naming it and the way out (dermgan.integrity)."""
+def read_samples(path: str | Path, trained_on: dict | None) -> dict[str, np.ndarray]:
+    """The arrays of a samples.npz written by write_samples, once its SHA-256 is checked (a damaged file, or
+    one of an older version, is a one-line error naming it and the way out: dermgan.integrity) and, unless
+    `trained_on` is None, once its meta.json shows the model was trained on the data `trained_on` describes
+    (`train.data_fingerprint` of the run's training split; `check_samples`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run the notebook that trains {path.parent.name}")
     verify_digest(path)
+    if trained_on is not None:
+        check_samples(path, trained_on)
     with np.load(path, allow_pickle=False) as npz:
         return {name: npz[name] for name in npz.files}
+
+
+def samples_meta(path: str | Path) -> dict:
+    """The meta.json beside a samples.npz ({} when there is none or it cannot be read)."""
+    try:
+        meta = json.loads((Path(path).parent / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def check_samples(path: str | Path, trained_on: dict) -> dict:
+    """Refuse (ProvenanceError, one line naming the file and the way out) samples whose meta.json does not show
+    a model trained on `trained_on` (the run's training split, `train.data_fingerprint`): made on other data,
+    before the data changed, or by an older version that did not record it. Returns the meta."""
+    from dermgan.integrity import writer_of
+    from dermgan.train import first_difference
+
+    path = Path(path)
+    meta = samples_meta(path)
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    if not isinstance(training.get("data"), dict):
+        raise ProvenanceError(f"{path.parent / 'meta.json'} records no training data (written by an older "
+                              f"version), so {path.name} cannot be shown to come from a model trained on this "
+                              f"data ({trained_on.get('dataset')}); re-run {writer_of(path)} to make them anew")
+    found = first_difference({"data": training["data"]}, {"data": trained_on})
+    if found is not None:
+        key, old, new = found
+        raise ProvenanceError(f"{path} comes from a model trained with {key}={old!r}, but this run's training "
+                              f"data has {key}={new!r} (other data, or the data changed since); retrain the "
+                              f"model on this data with {writer_of(path)} (resume=false) and score its new "
+                              "samples")
+    return meta
 
 
 def reconstruction_errors(

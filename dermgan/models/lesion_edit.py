@@ -232,7 +232,7 @@ def train_method(name: str, ctx, train_data, resume: bool = True):
     Writes checkpoints/lesion_edit/<run_key>/<name>/{last.pt, generator.pt, grids/} and
     logs/lesion_edit_<name>.csv.
     """
-    from dermgan.train import train
+    from dermgan.train import data_fingerprint, train
 
     cfg = ctx.profile.lesion_edit
     with initial_weights(ctx.seed):
@@ -240,23 +240,32 @@ def train_method(name: str, ctx, train_data, resume: bool = True):
     folder = ctx.run_dir / "checkpoints" / "lesion_edit" / run_key(cfg, train_data) / name
     result = train(recipe, EditDataset(train_data, ctx.seed), train_config(cfg, ctx.seed, str(ctx.device)),
                    folder, ctx.path("logs", f"lesion_edit_{name}.csv"), folder / "grids", resume=resume,
-                   desc=f"lesion_edit {name}")
+                   desc=f"lesion_edit {name}", provenance=data_fingerprint(train_data, ctx.data_root))
     return recipe, result
 
 
-def load_editor(checkpoint_dir: str | Path, device="cpu"):
-    """The recipe of `checkpoint_dir/generator.pt` with its trained generators, in eval mode."""
+def load_editor(checkpoint_dir: str | Path, device="cpu", trained_on: dict | None = None):
+    """The recipe of `checkpoint_dir/generator.pt` with its trained generators, in eval mode; with `trained_on`
+    (`train.data_fingerprint` of a run's training split) it is first checked to have been trained on that data.
+    `recipe.training` is what trained it (dermgan.provenance.training_of)."""
+    from dermgan.provenance import training_of
+    from dermgan.train import check_trained_on
+
     path = Path(checkpoint_dir) / "generator.pt"
     saved = load_checkpoint(path)
     meta = saved.get("recipe", {}) if isinstance(saved, dict) else {}
     if meta.get("method") not in ("masked", "cyclegan"):
         raise ValueError(f"{path} is not a lesion-editing generator (recipe method {meta.get('method')!r})")
+    if trained_on is not None:
+        check_trained_on(path, saved.get("provenance"), trained_on)
     cfg = LesionEditConfig(**meta["config"])
-    if meta["method"] == "masked":
-        recipe = MaskGuidedRecipe(cfg, meta["image_size"], meta["n_conditions"], meta["paired"],
-                                  tuple(meta["directions"]))
-    else:
-        recipe = CycleGANRecipe(cfg, meta["image_size"], meta["n_conditions"], meta["use_mask"])
+    with initial_weights(0):  # its weights are loaded: building must not draw from the caller's random streams
+        if meta["method"] == "masked":
+            recipe = MaskGuidedRecipe(cfg, meta["image_size"], meta["n_conditions"], meta["paired"],
+                                      tuple(meta["directions"]))
+        else:
+            recipe = CycleGANRecipe(cfg, meta["image_size"], meta["n_conditions"], meta["use_mask"])
+    recipe.training = training_of(saved)
     recipe.generator.load_state_dict(generator_weights(saved))  # the EMA when the run kept one
     recipe.generator.to(device).eval()
     return recipe

@@ -286,7 +286,7 @@ def train_model(name: str, ctx, train_data, resume: bool = True, holdout_data=No
     generator.pt, grids/step_*.png} and logs/<name>.csv in the run directory.
     """
     from dermgan.metrics.features import data_hash
-    from dermgan.train import train
+    from dermgan.train import data_fingerprint, train
 
     cfg = ctx.profile.melanogan
     images = training_images(name, train_data)
@@ -304,7 +304,8 @@ def train_model(name: str, ctx, train_data, resume: bool = True, holdout_data=No
         held = training_images(name, holdout_data)  # the held-out images of the model's kind
         holdout = ImageDataset(held) if len(held) else None
     result = train(recipe, ImageDataset(images), train_config(name, cfg, ctx.seed, str(ctx.device)), folder,
-                   ctx.path("logs", f"{name}.csv"), folder / "grids", resume=resume, desc=name, holdout=holdout)
+                   ctx.path("logs", f"{name}.csv"), folder / "grids", resume=resume, desc=name, holdout=holdout,
+                   provenance=data_fingerprint(train_data, ctx.data_root))  # the split its images come from
     return recipe, result
 
 
@@ -344,17 +345,22 @@ def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, dev
 
 
 def load_generator(checkpoint_dir, device="cpu") -> tuple[nn.Module, dict]:
-    """(generator in eval mode, recipe metadata) from `checkpoint_dir/generator.pt` written by the loop."""
+    """(generator in eval mode, recipe metadata) from `checkpoint_dir/generator.pt` written by the loop; the
+    metadata adds "weights" (ema | raw) and "training" (what trained it: dermgan.provenance.training_of)."""
     from pathlib import Path
+
+    from dermgan.provenance import training_of
 
     path = Path(checkpoint_dir) / "generator.pt"
     saved = load_checkpoint(path)
     if not isinstance(saved, dict) or "generator" not in saved or "kind" not in saved.get("recipe", {}):
         raise ValueError(f"{path} is not a generator file of a dermgan.models.melanogan model")
     meta = saved["recipe"]
-    G, _ = build_networks(meta["kind"], MelanoGANConfig(**meta["melanogan_config"]), meta["image_size"])
+    with initial_weights(0):  # its weights are loaded: building must not draw from the caller's random streams
+        G, _ = build_networks(meta["kind"], MelanoGANConfig(**meta["melanogan_config"]), meta["image_size"])
     G.load_state_dict(generator_weights(saved))  # the EMA of G when the run kept one
-    return G.to(device).eval(), {**meta, "weights": "ema" if saved.get("ema") is not None else "raw"}
+    return G.to(device).eval(), {**meta, "weights": "ema" if saved.get("ema") is not None else "raw",
+                                 "training": training_of(saved)}
 
 
 def write_model_samples(ctx, name: str, n: int, classes, meta: dict) -> np.ndarray:
@@ -369,5 +375,6 @@ def write_model_samples(ctx, name: str, n: int, classes, meta: dict) -> np.ndarr
     condition = melanoma_label(classes) if parse_model(name).melanoma_only else -1
     minus_one = np.full(n, -1, np.int64)
     write_samples(ctx.run_dir, name, images, np.full(n, condition, np.int64), minus_one, minus_one,
-                  {"profile": ctx.profile.name, "seed": ctx.seed, "weights": saved["weights"], **meta})
+                  {"profile": ctx.profile.name, "seed": ctx.seed, "weights": saved["weights"],
+                   "training": saved["training"], **meta})
     return images
