@@ -34,15 +34,19 @@ RECIPES = {"small CNN (width 16)": None, "EfficientNet-Lite0, all trained": 0,
            "EfficientNet-Lite0, from stage 7": 7}
 
 
-def epoch_seconds(train, cfg, build, cache=None) -> float:
-    """Seconds per epoch without the fixed costs (building the network, reading the cache): the difference
-    between a 3-epoch and a 1-epoch run, halved."""
-    seconds = []
+def clocks() -> np.ndarray:
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+def epoch_seconds(train, cfg, build, cache=None) -> np.ndarray:
+    """(wall, CPU) seconds per epoch without the fixed costs (building the network, reading the cache): the
+    difference between a 3-epoch and a 1-epoch run, halved."""
+    spent = []
     for epochs in (1, 3):
-        start = time.perf_counter()
+        start = clocks()
         train_classifier(train, None, dataclasses.replace(cfg, epochs=epochs), seed=0, build=build, cache=cache)
-        seconds.append(time.perf_counter() - start)
-    return (seconds[1] - seconds[0]) / 2
+        spent.append(clocks() - start)
+    return (spent[1] - spent[0]) / 2
 
 
 def measure(size: int, train, cfg) -> list[dict]:
@@ -53,16 +57,17 @@ def measure(size: int, train, cfg) -> list[dict]:
             build = lambda: SkinClassifier(len(train.classes), 16)  # noqa: E731
         else:
             build = lambda t=train_from: PretrainedClassifier(len(train.classes), size, t)  # noqa: E731
-        cache, cache_s = None, 0.0
+        cache, cache_s = None, np.zeros(2)
         if train_from:
-            start = time.perf_counter()
+            start = clocks()
             cache = TrunkCache(build(), batch_size=cfg.batch_size)
             for variant in range(4):
                 cache.features(train, variant)
-            cache_s = (time.perf_counter() - start) * scale
+            cache_s = (clocks() - start) * scale
         seconds = epoch_seconds(train, cfg, build, cache) * scale
         rows.append({"input px": size if train_from is not None else 64, "recipe": name,
-                     "cache s (once)": round(cache_s, 1), "s/epoch": round(seconds, 1),
+                     "cache s (once)": round(cache_s[0], 1), "cache CPU s": round(cache_s[1], 1),
+                     "s/epoch": round(seconds[0], 1), "CPU s/epoch": round(seconds[1], 1),
                      "trained params (M)": round(sum(p.numel() for p in build().parameters() if p.requires_grad)
                                                  / 1e6, 2)})
         print(rows[-1], flush=True)
@@ -83,7 +88,8 @@ def main(argv=None) -> None:
     note = (f"An epoch (3-epoch run minus 1-epoch run, halved) of dermgan.classify.train_classifier on {args.n} synthetic 64 px images (batch 64, flips, "
             f"AdamW), scaled to HAM10000's {HAM10000_TRAIN} training images; torch with {args.threads} threads. "
             "'cache s': computing the frozen trunk's outputs for the four flip variants of every training image, "
-            "paid once per run and shared by every seed and arm (then 's/epoch' is the top's training alone).")
+            "paid once per run and shared by every seed and arm (then 's/epoch' is the top's training alone). "
+            "Wall and process CPU seconds (all threads): on a loaded machine the CPU seconds are the steadier.")
     _report.write("classifier", "Notebook 07's classifiers: seconds per epoch by input size", rows, list(rows[0]),
                   note, {"n": args.n, "threads": args.threads, "sizes": args.sizes})
 
