@@ -2,12 +2,12 @@
 
     .venv/bin/python benchmarks/bench_classifier.py [--sizes 64 96 128] [--n 640] [--threads 2]
 
-For each input size, an epoch of `dermgan.classify.train_classifier` (batch 64, flips, no validation) on `--n`
-images of 64 px (the cpu profile's data; the pretrained network resizes them to the input size), scaled to the
-7,010 training images of HAM10000's split: the small CNN from scratch (its own input is the data, so it runs at
-the data size), EfficientNet-Lite0 fine-tuned whole (train_from 0) and with its trunk frozen before stage 5, 6
-or 7, trained from a TrunkCache. A cached recipe pays the trunk once per run (four flip variants of every image:
-"cache s" is that cost for the 7,010 images), then only its top per epoch and seed.
+For each input size, an epoch of `dermgan.classify.train_classifier` (batch 64, flips, no validation) on
+`--n` images of 64 px (the cpu profile's data; the pretrained network resizes them to the input size), scaled
+to the 7,010 training images of HAM10000's split: the small CNN from scratch (its input is the data, so it
+runs at the data size), EfficientNet-Lite0 fine-tuned whole (train_from 0) and with its trunk frozen before
+stage 5, 6 or 7, trained from a TrunkCache. A cached recipe pays the trunk once per run (four flip variants of
+every image: "cache s" is that cost for the 7,010 images), then only its top per epoch and seed.
 """
 
 from __future__ import annotations
@@ -44,9 +44,14 @@ def epoch_seconds(train, cfg, build, cache=None) -> np.ndarray:
     spent = []
     for epochs in (1, 3):
         start = clocks()
-        train_classifier(train, None, dataclasses.replace(cfg, epochs=epochs), seed=0, build=build, cache=cache)
+        settings = dataclasses.replace(cfg, epochs=epochs)
+        train_classifier(train, None, settings, seed=0, build=build, cache=cache)
         spent.append(clocks() - start)
     return (spent[1] - spent[0]) / 2
+
+
+def trained_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def measure(size: int, train, cfg) -> list[dict]:
@@ -68,8 +73,7 @@ def measure(size: int, train, cfg) -> list[dict]:
         rows.append({"input px": size if train_from is not None else 64, "recipe": name,
                      "cache s (once)": round(cache_s[0], 1), "cache CPU s": round(cache_s[1], 1),
                      "s/epoch": round(seconds[0], 1), "CPU s/epoch": round(seconds[1], 1),
-                     "trained params (M)": round(sum(p.numel() for p in build().parameters() if p.requires_grad)
-                                                 / 1e6, 2)})
+                     "trained params (M)": round(trained_parameters(build()) / 1e6, 2)})
         print(rows[-1], flush=True)
     return rows
 
@@ -85,13 +89,14 @@ def main(argv=None) -> None:
     train = data.select(np.arange(args.n))
     cfg = dataclasses.replace(ClassifierConfig(), epochs=1, batch_size=64, balance="none", augment=True)
     rows = [row for size in args.sizes for row in measure(size, train, cfg)]
-    note = (f"An epoch (3-epoch run minus 1-epoch run, halved) of dermgan.classify.train_classifier on {args.n} synthetic 64 px images (batch 64, flips, "
-            f"AdamW), scaled to HAM10000's {HAM10000_TRAIN} training images; torch with {args.threads} threads. "
-            "'cache s': computing the frozen trunk's outputs for the four flip variants of every training image, "
-            "paid once per run and shared by every seed and arm (then 's/epoch' is the top's training alone). "
-            "Wall and process CPU seconds (all threads): on a loaded machine the CPU seconds are the steadier.")
-    _report.write("classifier", "Notebook 07's classifiers: seconds per epoch by input size", rows, list(rows[0]),
-                  note, {"n": args.n, "threads": args.threads, "sizes": args.sizes})
+    note = (f"An epoch (a 3-epoch run minus a 1-epoch run, halved) of dermgan.classify.train_classifier on "
+            f"{args.n} synthetic 64 px images (batch 64, flips, AdamW), scaled to HAM10000's "
+            f"{HAM10000_TRAIN} training images; torch with {args.threads} threads. 'cache s': computing the "
+            "frozen trunk's outputs for the four flip variants of every training image, paid once per run and "
+            "shared by every seed and arm (then 's/epoch' is the top's training alone). Wall and process CPU seconds (all "
+            "threads): on a loaded machine the CPU seconds are the steadier.")
+    _report.write("classifier", "Notebook 07's classifiers: seconds per epoch by input size", rows,
+                  list(rows[0]), note, {"n": args.n, "threads": args.threads, "sizes": args.sizes})
 
 
 if __name__ == "__main__":

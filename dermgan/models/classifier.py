@@ -48,13 +48,13 @@ class PretrainedClassifier(nn.Module):
     """EfficientNet-Lite0 with its ImageNet weights (dermgan.models.efficientnet_lite) for skin classes.
 
     Images (float NCHW in [-1, 1], any size) are resized bilinearly to `input_size`. The stages before
-    `train_from` form the *trunk*: frozen (no gradients) and always in eval mode, so their batch norm keeps the
-    ImageNet statistics and the trunk is a fixed function of the image, whose outputs may be computed once and
-    cached (dermgan.classify.TrunkCache). Stages from `train_from` on, the 1280-channel head convolution and a new
-    linear layer (dropout before it) are trained. train_from=0 fine-tunes the whole network.
+    `train_from` form the *trunk*: frozen (no gradients) and always in eval mode, so their batch norm keeps
+    the ImageNet statistics and the trunk is a fixed function of the image, whose outputs may be computed once
+    and cached (dermgan.classify.TrunkCache). Stages from `train_from` on, the 1280-channel head convolution
+    and a new linear layer (dropout before it) are trained. train_from=0 fine-tunes the whole network.
 
-    `features(x)` is the pooled (N, 1280) embedding the linear layer reads; `features(x, stages=...)` the maps of
-    the stages asked for (numbers, strides and channels in dermgan.models.efficientnet_lite).
+    `features(x)` is the pooled (N, 1280) embedding the linear layer reads; `features(x, stages=...)` the maps
+    of the stages asked for (numbers, strides and channels in dermgan.models.efficientnet_lite).
     """
 
     def __init__(self, n_classes: int, input_size: int = 96, train_from: int = 6, dropout: float = 0.2,
@@ -63,12 +63,12 @@ class PretrainedClassifier(nn.Module):
 
         super().__init__()
         if n_classes < 2 or not 0 <= train_from <= el.HEAD_STAGE or input_size < 32:
-            raise ValueError(f"PretrainedClassifier needs n_classes >= 2, train_from in 0..{el.HEAD_STAGE} and "
-                             f"input_size >= 32, got {n_classes}, {train_from}, {input_size}")
+            raise ValueError(f"PretrainedClassifier needs n_classes >= 2, train_from in 0..{el.HEAD_STAGE} "
+                             f"and input_size >= 32, got {n_classes}, {train_from}, {input_size}")
         self.input_size, self.train_from = int(input_size), int(train_from)
         self.net = el.pretrained(weights)
         self.net._dropout = nn.Dropout(dropout)
-        self.net._fc = nn.Linear(el.HEAD_CHANNELS, n_classes)  # drawn from the global RNG: seed before building
+        self.net._fc = nn.Linear(el.HEAD_CHANNELS, n_classes)  # random init: seed before building
         self.feature_dim = el.HEAD_CHANNELS
         for module in self.frozen_modules():
             module.requires_grad_(False)

