@@ -26,9 +26,10 @@ BENCHMARKS = {  # script -> (full arguments, quick arguments); result files they
     "bench_data.py": ([], ["--n", "64"]),
     "bench_metrics.py": ([], []),
     "bench_render.py": ([], ["--skip-dataset", "--n", "8"]),
+    "bench_classifier.py": ([], ["--sizes", "64", "--n", "128"]),
     "notebook_times.py": ([], []),
 }
-ORDER = ["train_step", "sampling", "data", "metrics", "render", "notebook_times"]
+ORDER = ["train_step", "sampling", "data", "metrics", "render", "classifier", "notebook_times"]
 
 
 def main(argv=None) -> None:

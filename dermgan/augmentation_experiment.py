@@ -716,39 +716,60 @@ def ood_test_set(train_data: SkinData, ood_data: SkinData, duplicates: pd.DataFr
 
 def perceptual_hash(images: np.ndarray) -> np.ndarray:
     """64-bit DCT perceptual hash per uint8 (N, H, W, 3) image: grey, 32 x 32, 2-D DCT, the 8 x 8 lowest
-    frequencies compared with their median (without the DC term). Resizing, JPEG and mild colour changes move
-    few bits; different images differ in about half."""
+    frequencies compared with their median (without the DC term). Resizing and JPEG move few bits."""
     import torch.nn.functional as F
     from scipy.fft import dctn
 
     grey = torch.as_tensor(np.asarray(images), dtype=torch.float32).mean(dim=3)[:, None]
     small = F.interpolate(grey, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)[:, 0]
-    small = small.numpy()
-    low = dctn(small, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(small), 64)
+    low = dctn(small.numpy(), axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(small), 64)
     bits = low > np.median(low[:, 1:], axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64)
 
 
-def _dihedral(images: np.ndarray) -> list[np.ndarray]:
-    """The 8 rotations and mirror images of (N, H, W, 3) images."""
-    turns = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
-    return [np.ascontiguousarray(v) for t in turns for v in (t, t[:, :, ::-1])]
+def unsquash(images: np.ndarray, aspect: float = 4 / 3) -> np.ndarray:
+    """The central 1/aspect of the columns of square uint8 (N, H, W, 3) images, stretched back to W: what a
+    landscape photograph of that aspect ratio squashed to a square looked like before, centre-cropped to a
+    square (as dermgan's readers crop). Lets a copy resized the other way be recognised."""
+    import torch.nn.functional as F
+
+    x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).float()  # a copy: inputs may be read-only
+    width = x.shape[-1]
+    keep = int(round(width / aspect))
+    left = (width - keep) // 2
+    y = F.interpolate(x[..., left:left + keep], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def near_duplicates(query: np.ndarray, reference: np.ndarray, query_features: np.ndarray,
-                    reference_features: np.ndarray, max_hamming: int, min_cosine: float) -> pd.DataFrame:
-    """For each query image, its nearest reference image by perceptual hash (the Hamming distance, over the 8
-    rotations and mirror images of the query) and by feature cosine similarity, and whether it is a near-
-    duplicate: hash distance <= max_hamming OR cosine >= min_cosine. One row per query image."""
-    reference_hash = perceptual_hash(reference)
-    distances = np.stack([np.bitwise_count(perceptual_hash(v)[:, None] ^ reference_hash[None, :])
-                          for v in _dihedral(np.asarray(query))]).min(axis=0)
-    q = np.asarray(query_features, np.float64)
+def near_duplicates(views: dict[str, tuple[np.ndarray, np.ndarray]], reference: np.ndarray,
+                    reference_features: np.ndarray, max_bits: int, min_cosine: float) -> pd.DataFrame:
+    """For each query image, in each view (name -> (images, features): the image as loaded, and e.g. unsquash
+    of it), its nearest reference image by feature cosine similarity and the perceptual-hash distance to that
+    image. A near-duplicate when, in some view, the cosine is at least `min_cosine` AND the hash is within
+    `max_bits`: on dermoscopy neither alone separates copies from look-alikes (a dark lesion on pink skin gives
+    similar hashes; similar lesions give similar features), while a copy resized or cropped another way scores
+    high on both. One row per query image: per view its nearest, cosine and bits; `view`, `nearest`, `cosine`,
+    `bits` of the closest view; `duplicate`."""
     r = np.asarray(reference_features, np.float64)
-    cosine = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (r / np.linalg.norm(r, axis=1, keepdims=True)).T
-    frame = pd.DataFrame({"hash_nearest": distances.argmin(1), "hash_distance": distances.min(1),
-                          "feature_nearest": cosine.argmax(1), "cosine": cosine.max(1)})
-    frame["duplicate"] = (frame["hash_distance"] <= max_hamming) | (frame["cosine"] >= min_cosine)
+    r = r / np.linalg.norm(r, axis=1, keepdims=True)
+    reference_hash = perceptual_hash(reference)
+    frame, duplicate = pd.DataFrame(), None
+    for name, (images, features) in views.items():
+        q = np.asarray(features, np.float64)
+        cosine = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ r.T
+        nearest = cosine.argmax(1)
+        frame[f"{name}: nearest"] = nearest
+        frame[f"{name}: cosine"] = cosine.max(1)
+        frame[f"{name}: bits"] = np.bitwise_count(perceptual_hash(images) ^ reference_hash[nearest]).astype(int)
+        hit = (frame[f"{name}: cosine"] >= min_cosine) & (frame[f"{name}: bits"] <= max_bits)
+        duplicate = hit if duplicate is None else duplicate | hit
+    names = list(views)
+    closest = np.argmax(np.stack([frame[f"{n}: cosine"] for n in names], axis=1), axis=1)
+    for column in ("nearest", "cosine", "bits"):
+        frame[column] = [frame[f"{names[k]}: {column}"].iloc[i] for i, k in enumerate(closest)]
+    frame["view"] = [names[k] for k in closest]
+    frame["duplicate"] = duplicate.to_numpy()
     return frame
 
 

@@ -85,11 +85,19 @@ class TrunkCache:
         self.shape = tuple(probe.shape[1:])
         self.stores = [FeatureStore(_TrunkExtractor(model, v), cache_dir, batch_size, device, dtype="float32")
                        for v in range(len(FLIP_VARIANTS))]
+        # the same image array asked for again (every seed reads the training split): skip hashing its bytes.
+        # The array itself is kept, so its id cannot be reused by another while the entry exists.
+        self._by_array: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}
 
     def features(self, data: SkinData, variant: int = 0) -> torch.Tensor:
         """float32 (N, C, h, w) trunk outputs of every image of `data`, flipped as flip variant `variant`."""
+        key = (id(data.images), variant)
+        if key in self._by_array and self._by_array[key][0] is data.images:
+            return self._by_array[key][1]
         flat = self.stores[variant].features(np.asarray(data.images), dataset=data.name)
-        return torch.from_numpy(flat).view(len(flat), *self.shape)
+        features = torch.from_numpy(flat).view(len(flat), *self.shape)
+        self._by_array[key] = (data.images, features)
+        return features
 
     def check(self, model: nn.Module) -> None:
         if getattr(model, "trunk_identity", lambda: None)() != self.identity:

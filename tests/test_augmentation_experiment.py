@@ -413,17 +413,35 @@ def test_the_perceptual_hash_sees_through_resizing_and_jpeg_but_not_other_images
     assert np.median(same) <= 4 and np.median(others) >= 20
 
 
-def test_near_duplicates_are_found_by_hash_over_rotations_or_by_features(small):
+def test_a_near_duplicate_needs_close_features_and_a_close_hash_in_some_view(small):
     images = np.asarray(small.images)
     reference = images[:100]
-    query = np.stack([images[3][::-1], np.rot90(images[7]), images[150], images[160]])
     rng = np.random.default_rng(0)
-    ref_features, query_features = rng.normal(size=(100, 16)), rng.normal(size=(4, 16))
-    query_features[3] = ref_features[42] * 2 + 0.01  # same direction: cosine ~1, pixels unrelated
-    found = ax.near_duplicates(query, reference, query_features, ref_features, max_hamming=4, min_cosine=0.95)
-    assert found["duplicate"].tolist() == [True, True, False, True]
-    assert found.hash_nearest[:2].tolist() == [3, 7] and found.hash_distance[:2].tolist() == [0, 0]
-    assert found.feature_nearest[3] == 42 and found.cosine[3] > 0.99
+    ref_features = rng.normal(size=(100, 16))
+    # query 0: a copy of reference 3, features alike; 1: features alike to reference 42 but other pixels (a
+    # look-alike lesion); 2: unrelated; 3: a copy of reference 7 that only the second view lines up
+    query = np.stack([images[3], images[150], images[160], images[170]])
+    features = np.stack([ref_features[3] + 0.01, ref_features[42] * 2, rng.normal(size=16), rng.normal(size=16)])
+    second = query.copy()
+    second[3] = images[7]
+    second_features = features.copy()
+    second_features[3] = ref_features[7]
+    views = {"as loaded": (query, features), "other": (second, second_features)}
+    found = ax.near_duplicates(views, reference, ref_features, max_bits=4, min_cosine=0.9)
+    assert found["duplicate"].tolist() == [True, False, False, True]
+    assert found.nearest.tolist()[:2] == [3, 42] and found.nearest[3] == 7 and found.view[3] == "other"
+    assert found.bits[0] == 0 and found.bits[1] > 4 and found.cosine[1] > 0.99
+
+
+def test_unsquash_undoes_squashing_a_landscape_photograph_to_a_square():
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    photo = (rng.random((48, 64, 3)) * 40 + np.linspace(0, 200, 64)[None, :, None]).astype(np.uint8)  # 4:3
+    centre = np.asarray(Image.fromarray(photo[:, 8:56]).resize((32, 32), Image.BILINEAR))  # our readers' crop
+    squashed = np.asarray(Image.fromarray(photo).resize((32, 32), Image.BILINEAR))
+    restored = ax.unsquash(squashed[None])[0]
+    assert np.abs(restored.astype(int) - centre).mean() < np.abs(squashed.astype(int) - centre).mean() / 3
 
 
 def _isic_like(small):

@@ -28,7 +28,7 @@ def test_the_wheels_weights_load_strictly_without_the_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     net = el.pretrained()  # load_state_dict(strict=True): every key and shape of the file matches
-    # 4,652,008 parameters: the published size of EfficientNet-Lite0 (4.652M, d-li14/efficientnet-lite.pytorch)
+    # 4,652,008 parameters: the published size of EfficientNet-Lite0 (4.652M in d-li14/efficientnet-lite)
     assert sum(p.numel() for p in net.parameters()) == 4_652_008
     keys = net.state_dict().keys()
     assert not any("_se_" in k for k in keys)  # Lite: no squeeze-and-excitation
