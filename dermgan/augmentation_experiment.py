@@ -34,8 +34,9 @@ Design choices (documented because the papers do not give theirs):
   per real image of that class (the generator cannot add information in unlimited amounts).
 - Intervals: for a difference against the baseline, the test-set bootstrap (paired: the same resampled test
   images for both arms and every seed) and the Student-t interval over the seeds' paired differences. The
-  minimal detectable effect (MDE) of a comparison is the true difference that a two-sided paired t-test over
-  its seeds (alpha 0.05) detects with power 0.8, given the SD of its per-seed differences (noncentral t).
+  minimal detectable effect (MDE) of a metric is the true difference that a two-sided paired t-test over the
+  seeds (alpha 0.05) detects with power 0.8, given the SD of the A/A arm's per-seed differences from the
+  baseline: the noise of a comparison with no true effect (noncentral t; design_mde).
 - The verdict rule (verdict): "helps" / "hurts" only when both intervals exclude zero on the same side AND the
   difference exceeds the MDE; otherwise "no detectable effect (MDE x)".
 """
@@ -234,7 +235,7 @@ def seeds_needed(differences, target: float, alpha: float = 0.05, power: float =
 
 def seeds_needed_for_sd(sd: float, target: float, alpha: float = 0.05, power: float = 0.8,
                         most: int = 1000) -> int | None:
-    if not np.isfinite(sd) or target <= 0:
+    if not np.isfinite(sd) or sd == 0 or target <= 0:  # a zero SD is no estimate (design_mde)
         return None
     n = 2
     while n <= most and minimal_detectable_effect(sd, n, alpha, power) > target:
@@ -784,14 +785,22 @@ def on_ood(results: list[ArmResult]) -> list[ArmResult]:
 # Tables
 
 
+AA_ARM = "real A/A"
+
+
 def summary_table(results: list[ArmResult], test: SkinData, baseline: str = "real", classes=(),
-                  n_boot: int = 1000, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+                  n_boot: int = 1000, alpha: float = 0.05, power: float = 0.8,
+                  noise: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per arm and metric (balanced accuracy, accuracy, macro AUROC, and recall and one-vs-rest AUROC
     of each class in `classes`): the mean over seeds with its test-bootstrap interval (mean_low, mean_high)
     and seed SD; for arms other than the baseline, paired by seed index, the mean difference with its paired
-    test-bootstrap interval (diff_low, diff_high), its seed t-interval (seed_diff_low, seed_diff_high), the SD
-    of the per-seed differences, the MDE that SD allows (minimal_detectable_effect) and the verdict of the
-    declared rule."""
+    test-bootstrap interval (diff_low, diff_high), its seed t-interval (seed_diff_low, seed_diff_high) and the
+    SD of its per-seed differences (seed_diff_sd); then per metric the design's noise SD (noise_sd), its MDE
+    (design_mde) and each comparison's verdict by the declared rule.
+
+    The noise SD of a metric is the A/A arm's seed_diff_sd (two trainings of the same data: what a comparison
+    with no true effect varies by): `noise[metric]` when given (e.g. noise_of(the main table) for a table
+    without an A/A arm), else the A/A arm of these results, else each comparison's own seed_diff_sd."""
     truth = test.table["label"].to_numpy(np.int64)
     weights = bootstrap_weights(len(truth), n_boot, seed=1)
     by_arm: dict[str, list[ArmResult]] = {}
@@ -814,9 +823,36 @@ def summary_table(results: list[ArmResult], test: SkinData, baseline: str = "rea
                    "mean_high": high, "seed_sd": float(v[0].std(ddof=1)) if len(seeds) > 1 else float("nan"),
                    "n_seeds": len(seeds), "n_test": len(truth), "n_added": runs[0].n_added}
             if arm != baseline and seeds == base_seeds:
-                row.update(_difference(values[baseline][metric], v, alpha, power))
+                row.update(_difference(values[baseline][metric], v, alpha))
             rows.append(row)
-    return pd.DataFrame(rows)
+    return _judge(pd.DataFrame(rows), noise, alpha, power)
+
+
+def noise_of(table: pd.DataFrame, aa_arm: str = AA_ARM) -> dict[str, float]:
+    """The A/A arm's per-seed difference SD of every metric of a summary_table."""
+    part = table[table.arm == aa_arm]
+    return dict(zip(part.metric, part.seed_diff_sd)) if "seed_diff_sd" in part else {}
+
+
+def design_mde(noise_sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The MDE of a design whose comparisons vary by `noise_sd` over n paired seeds. A noise SD of exactly zero
+    (every seed gave the same difference: a metric too coarse to show the noise, e.g. recall on three test
+    images) is no estimate of the noise, so the MDE is unknown (NaN), not zero."""
+    return float("nan") if noise_sd == 0 else minimal_detectable_effect(noise_sd, n, alpha, power)
+
+
+def _judge(table: pd.DataFrame, noise: dict[str, float] | None, alpha: float, power: float) -> pd.DataFrame:
+    if "diff" not in table:
+        return table
+    noise = noise if noise is not None else noise_of(table)
+    compared = table["diff"].notna()
+    table["noise_sd"] = [noise.get(m, sd) if c else np.nan
+                         for m, sd, c in zip(table.metric, table.seed_diff_sd, compared)]
+    table["mde"] = [design_mde(sd, n, alpha, power) if c else np.nan
+                    for sd, n, c in zip(table.noise_sd, table.n_seeds, compared)]
+    table["verdict"] = [verdict(r.diff, r.diff_low, r.diff_high, r.seed_diff_low, r.seed_diff_high, r.mde)
+                        if c else None for r, c in zip(table.itertuples(), compared)]
+    return table
 
 
 def _seed(result: ArmResult) -> int:
@@ -832,18 +868,15 @@ def _named(values: dict, classes) -> dict:
     return out
 
 
-def _difference(base: np.ndarray, arm: np.ndarray, alpha: float, power: float) -> dict:
+def _difference(base: np.ndarray, arm: np.ndarray, alpha: float) -> dict:
     differences = arm - base  # (1 + n_boot, seeds), paired by seed and by resample
-    low, high = _percentiles(differences[1:].mean(axis=1))
+    low, high = _percentiles(differences[1:].mean(axis=1), 1 - alpha)
     per_seed = paired_seed_difference(base[0], arm[0], level=1 - alpha)
-    mde = minimal_detectable_effect(per_seed["sd"], per_seed["n_seeds"], alpha, power)
-    diff = float(differences[0].mean())
-    return {"diff": diff, "diff_low": low, "diff_high": high, "seed_diff_low": per_seed["low"],
-            "seed_diff_high": per_seed["high"], "seed_diff_sd": per_seed["sd"], "mde": mde,
-            "verdict": verdict(diff, low, high, per_seed["low"], per_seed["high"], mde)}
+    return {"diff": float(differences[0].mean()), "diff_low": low, "diff_high": high,
+            "seed_diff_low": per_seed["low"], "seed_diff_high": per_seed["high"], "seed_diff_sd": per_seed["sd"]}
 
 
-def power_table(table: pd.DataFrame, targets: dict[str, float], aa_arm: str = "real A/A", alpha: float = 0.05,
+def power_table(table: pd.DataFrame, targets: dict[str, float], aa_arm: str = AA_ARM, alpha: float = 0.05,
                 power: float = 0.8) -> pd.DataFrame:
     """Per target metric: the SD of the A/A arm's per-seed differences from the baseline, the MDE it gives at
     this run's seeds, and the seeds needed for the target MDE (seeds_needed_for_sd); the same for the largest
@@ -858,7 +891,7 @@ def power_table(table: pd.DataFrame, targets: dict[str, float], aa_arm: str = "r
         worst = part.loc[part["seed_diff_sd"].idxmax()]
         worst_sd, n = float(worst["seed_diff_sd"]), int(part["n_seeds"].iloc[0])
         rows.append({"metric": metric, "target_mde": target, "seeds": n, "aa_sd": aa_sd,
-                     "aa_mde": minimal_detectable_effect(aa_sd, n, alpha, power),
+                     "aa_mde": design_mde(aa_sd, n, alpha, power),
                      "seeds_for_target (A/A sd)": seeds_needed_for_sd(aa_sd, target, alpha, power),
                      "largest_sd": worst_sd, "largest_sd_arm": worst["arm"],
                      "seeds_for_target (largest sd)": seeds_needed_for_sd(worst_sd, target, alpha, power)})

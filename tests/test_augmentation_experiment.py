@@ -237,6 +237,17 @@ def test_a_summary_table_row_is_its_seeds_differences_with_their_intervals_mde_a
     assert row.diff_low < row["diff"] < row.diff_high
     assert row.verdict == ax.verdict(row["diff"], row.diff_low, row.diff_high, row.seed_diff_low,
                                      row.seed_diff_high, row.mde)
+    # without an A/A arm the noise SD is the comparison's own; with one, every arm's MDE rests on the A/A's
+    aa = [dataclasses.replace(r, arm="real A/A", probabilities=r.probabilities[::-1].copy())
+          for r in results[4:]]  # any other predictions: a different SD
+    with_aa = ax.summary_table(results + aa, test, classes=[0], n_boot=50)
+    aa_sd = with_aa.set_index(["arm", "metric"]).loc[("real A/A", "balanced_accuracy"), "seed_diff_sd"]
+    other = with_aa.set_index(["arm", "metric"]).loc[("better", "balanced_accuracy")]
+    assert other.noise_sd == aa_sd != other.seed_diff_sd and other.mde == pytest.approx(
+        ax.minimal_detectable_effect(aa_sd, 4))
+    given = ax.summary_table(results, test, classes=[0], n_boot=50, noise={"balanced_accuracy": 0.0})
+    row = given[(given.arm == "better") & (given.metric == "balanced_accuracy")].iloc[0]
+    assert np.isnan(row.mde) and row.verdict == "no detectable effect (MDE n/a)"  # zero noise: no estimate
     base = table[(table.arm == "real") & (table.metric == "balanced_accuracy")].iloc[0]
     assert base["mean"] == pytest.approx(np.mean(per_seed[:4])) and pd.isna(base["diff"])
     assert base.mean_low < base["mean"] < base.mean_high
