@@ -950,6 +950,9 @@ def recall_change_figure(table: pd.DataFrame, classes, rare, title: str):
         axis.scatter(part["diff"], y, s=22, zorder=3, color=colour, label=arm)
         axis.scatter(part["diff"][~decided], y[~np.asarray(decided)], s=12, zorder=4, color="white")
     axis.axvline(0, color="0.4", lw=0.8)
+    ends = recall[["diff_low", "diff_high", "seed_diff_low", "seed_diff_high"]].to_numpy(dtype=float)
+    if np.isfinite(ends).any():  # a recall changes by at most 1: wider (few-seed) intervals run off the axis
+        axis.set_xlim(max(np.nanmin(ends), -1.0) - 0.05, min(np.nanmax(ends), 1.0) + 0.05)
     axis.set_yticks(range(len(classes)))
     axis.set_yticklabels([("★ " if c in rare else "") + name.replace("_", " ")
                           for c, name in enumerate(classes)])
