@@ -68,7 +68,8 @@ class TrunkCache:
 
     The trunk is a fixed function of the image (frozen weights, batch norm in eval mode), so its outputs are
     computed once per image and flip variant and every seed and every training set of a run reads them;
-    training from them equals training from the images (tests/test_efficientnet_lite.py). The sets are
+    training from them equals training from the images, up to the last bits that batched arithmetic rounds
+    differently (tests/test_efficientnet_lite.py). The sets are
     held by dermgan.metrics' FeatureStore, one per flip variant, keyed by the trunk's weights, input size and
     cut (trunk_identity) and by a hash of the images; with `cache_dir` they are also kept on disk.
     """
