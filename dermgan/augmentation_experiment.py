@@ -489,9 +489,12 @@ class Recipe:
     def describe(self) -> str:
         c = self.classifier
         if self.architecture == "efficientnet_lite0":
-            trained = (f"stages 0-{self.train_from - 1} frozen, stages {self.train_from}-7 + head + new "
-                       "linear layer trained" if self.train_from else "all layers trained")
-            net = f"EfficientNet-Lite0 (ImageNet weights) at {self.input_size} px, {trained}"
+            top = "stage 7" if self.train_from == 7 else f"stages {self.train_from}-7"
+            partly = f"stages 0-{self.train_from - 1} frozen, {top} + head + new linear layer trained"
+            trained = {0: "all layers trained",
+                       8: "stages 0-7 frozen, head + new linear layer trained"}.get(self.train_from, partly)
+            net = (f"EfficientNet-Lite0 (ImageNet weights; images resized bilinearly to {self.input_size} px "
+                   f"and normalised (pixel - 127) / 128 as the weights were trained), {trained}")
         elif self.architecture == "small":
             net = f"small CNN (width {c.width}) from scratch"
         else:
@@ -738,8 +741,8 @@ def unsquash(images: np.ndarray, aspect: float = 4 / 3) -> np.ndarray:
     width = x.shape[-1]
     keep = int(round(width / aspect))
     left = (width - keep) // 2
-    y = F.interpolate(x[..., left:left + keep], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False,
-                      antialias=True)
+    y = F.interpolate(x[..., left:left + keep], size=tuple(x.shape[-2:]), mode="bilinear",
+                      align_corners=False, antialias=True)
     return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
@@ -748,9 +751,9 @@ def near_duplicates(views: dict[str, tuple[np.ndarray, np.ndarray]], reference: 
     """For each query image, in each view (name -> (images, features): the image as loaded, and e.g. unsquash
     of it), its nearest reference image by feature cosine similarity and the perceptual-hash distance to that
     image. A near-duplicate when, in some view, the cosine is at least `min_cosine` AND the hash is within
-    `max_bits`: on dermoscopy neither alone separates copies from look-alikes (a dark lesion on pink skin gives
-    similar hashes; similar lesions give similar features), while a copy resized or cropped another way scores
-    high on both. One row per query image: per view its nearest, cosine and bits; `view`, `nearest`, `cosine`,
+    `max_bits`: on dermoscopy neither alone separates copies from look-alikes (a dark lesion on pink skin
+    gives similar hashes; similar lesions give similar features), while a copy resized or cropped another way
+    scores high on both. One row per query image: per view its nearest, cosine and bits; `view`, `nearest`, `cosine`,
     `bits` of the closest view; `duplicate`."""
     r = np.asarray(reference_features, np.float64)
     r = r / np.linalg.norm(r, axis=1, keepdims=True)
@@ -762,7 +765,8 @@ def near_duplicates(views: dict[str, tuple[np.ndarray, np.ndarray]], reference: 
         nearest = cosine.argmax(1)
         frame[f"{name}: nearest"] = nearest
         frame[f"{name}: cosine"] = cosine.max(1)
-        frame[f"{name}: bits"] = np.bitwise_count(perceptual_hash(images) ^ reference_hash[nearest]).astype(int)
+        bits = np.bitwise_count(perceptual_hash(images) ^ reference_hash[nearest])
+        frame[f"{name}: bits"] = bits.astype(int)
         hit = (frame[f"{name}: cosine"] >= min_cosine) & (frame[f"{name}: bits"] <= max_bits)
         duplicate = hit if duplicate is None else duplicate | hit
     names = list(views)
@@ -835,9 +839,9 @@ def noise_of(table: pd.DataFrame, aa_arm: str = AA_ARM) -> dict[str, float]:
 
 
 def design_mde(noise_sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The MDE of a design whose comparisons vary by `noise_sd` over n paired seeds. A noise SD of exactly zero
-    (every seed gave the same difference: a metric too coarse to show the noise, e.g. recall on three test
-    images) is no estimate of the noise, so the MDE is unknown (NaN), not zero."""
+    """The MDE of a design whose comparisons vary by `noise_sd` over n paired seeds. A noise SD of exactly
+    zero (every seed gave the same difference: a metric too coarse to show the noise, e.g. recall on three
+    test images) is no estimate of the noise, so the MDE is unknown (NaN), not zero."""
     return float("nan") if noise_sd == 0 else minimal_detectable_effect(noise_sd, n, alpha, power)
 
 
@@ -873,7 +877,8 @@ def _difference(base: np.ndarray, arm: np.ndarray, alpha: float) -> dict:
     low, high = _percentiles(differences[1:].mean(axis=1), 1 - alpha)
     per_seed = paired_seed_difference(base[0], arm[0], level=1 - alpha)
     return {"diff": float(differences[0].mean()), "diff_low": low, "diff_high": high,
-            "seed_diff_low": per_seed["low"], "seed_diff_high": per_seed["high"], "seed_diff_sd": per_seed["sd"]}
+            "seed_diff_low": per_seed["low"], "seed_diff_high": per_seed["high"],
+            "seed_diff_sd": per_seed["sd"]}
 
 
 def power_table(table: pd.DataFrame, targets: dict[str, float], aa_arm: str = AA_ARM, alpha: float = 0.05,

@@ -69,9 +69,9 @@ class TrunkCache:
     The trunk is a fixed function of the image (frozen weights, batch norm in eval mode), so its outputs are
     computed once per image and flip variant and every seed and every training set of a run reads them;
     training from them equals training from the images, up to the last bits that batched arithmetic rounds
-    differently (tests/test_efficientnet_lite.py). The sets are
-    held by dermgan.metrics' FeatureStore, one per flip variant, keyed by the trunk's weights, input size and
-    cut (trunk_identity) and by a hash of the images; with `cache_dir` they are also kept on disk.
+    differently (tests/test_efficientnet_lite.py). The sets are held by dermgan.metrics' FeatureStore, one per
+    flip variant, keyed by the trunk's weights, input size and cut (trunk_identity) and by a hash of the
+    images; with `cache_dir` they are also kept on disk.
     """
 
     def __init__(self, model: nn.Module, device="cpu", batch_size: int = 64, cache_dir=None):
@@ -87,7 +87,8 @@ class TrunkCache:
         self.stores = [FeatureStore(_TrunkExtractor(model, v), cache_dir, batch_size, device, dtype="float32")
                        for v in range(len(FLIP_VARIANTS))]
         # the same image array asked for again (every seed reads the training split): skip hashing its bytes.
-        # The array itself is kept, so its id cannot be reused by another while the entry exists.
+        # The array itself is kept, so its id cannot be reused by another while the entry exists (SkinData
+        # arrays are never written in place).
         self._by_array: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}
 
     def features(self, data: SkinData, variant: int = 0) -> torch.Tensor:
