@@ -35,8 +35,8 @@ Design choices (documented because the papers do not give theirs):
 - Intervals: for a difference against the baseline, the test-set bootstrap (paired: the same resampled test
   images for both arms and every seed) and the Student-t interval over the seeds' paired differences. The
   minimal detectable effect (MDE) of a metric is the true difference that a two-sided paired t-test over the
-  seeds (alpha 0.05) detects with power 0.8, given the SD of the A/A arm's per-seed differences from the
-  baseline: the noise of a comparison with no true effect (noncentral t; design_mde).
+  seeds (alpha 0.05) detects with power 0.8, given the SD of a difference between two independent trainings
+  of the same data, from the baseline's and the A/A arm's seed variances (noise_of; noncentral t; design_mde).
 - The verdict rule (verdict): "helps" / "hurts" only when both intervals exclude zero on the same side AND the
   difference exceeds the MDE; otherwise "no detectable effect (MDE x)".
 """
@@ -802,9 +802,9 @@ def summary_table(results: list[ArmResult], test: SkinData, baseline: str = "rea
     SD of its per-seed differences (seed_diff_sd); then per metric the design's noise SD (noise_sd), its MDE
     (design_mde) and each comparison's verdict by the declared rule.
 
-    The noise SD of a metric is the A/A arm's seed_diff_sd (two trainings of the same data: what a comparison
-    with no true effect varies by): `noise[metric]` when given (e.g. noise_of(the main table) for a table
-    without an A/A arm), else the A/A arm of these results, else each comparison's own seed_diff_sd."""
+    The noise SD of a metric (what a comparison with no true effect varies by): `noise[metric]` when given
+    (e.g. noise_of(the main table) for a table without an A/A arm), else noise_of these results (the baseline
+    and the A/A arm), else each comparison's own seed_diff_sd."""
     truth = test.table["label"].to_numpy(np.int64)
     weights = bootstrap_weights(len(truth), n_boot, seed=1)
     by_arm: dict[str, list[ArmResult]] = {}
@@ -829,13 +829,18 @@ def summary_table(results: list[ArmResult], test: SkinData, baseline: str = "rea
             if arm != baseline and seeds == base_seeds:
                 row.update(_difference(values[baseline][metric], v, alpha))
             rows.append(row)
-    return _judge(pd.DataFrame(rows), noise, alpha, power)
+    return _judge(pd.DataFrame(rows), noise if noise is not None else noise_of(pd.DataFrame(rows), baseline),
+                  alpha, power)
 
 
-def noise_of(table: pd.DataFrame, aa_arm: str = AA_ARM) -> dict[str, float]:
-    """The A/A arm's per-seed difference SD of every metric of a summary_table."""
-    part = table[table.arm == aa_arm]
-    return dict(zip(part.metric, part.seed_diff_sd)) if "seed_diff_sd" in part else {}
+def noise_of(table: pd.DataFrame, baseline: str = "real", aa_arm: str = AA_ARM) -> dict[str, float]:
+    """Per metric of a summary_table, the SD of the difference between two independent trainings of the same
+    data: sqrt(baseline seed SD^2 + A/A seed SD^2), from the two arms' seed variances (2 (n - 1) degrees of
+    freedom, steadier than the n - 1 of the A/A's paired differences). Arms paired with the baseline by seed
+    share its new layer's initial weights and data order and vary less, so their MDE is conservative."""
+    spread = table.set_index(["arm", "metric"])["seed_sd"]
+    metrics = [m for m in table.metric.unique() if (baseline, m) in spread and (aa_arm, m) in spread]
+    return {m: float(np.hypot(spread[(baseline, m)], spread[(aa_arm, m)])) for m in metrics}
 
 
 def design_mde(noise_sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -845,10 +850,9 @@ def design_mde(noise_sd: float, n: int, alpha: float = 0.05, power: float = 0.8)
     return float("nan") if noise_sd == 0 else minimal_detectable_effect(noise_sd, n, alpha, power)
 
 
-def _judge(table: pd.DataFrame, noise: dict[str, float] | None, alpha: float, power: float) -> pd.DataFrame:
+def _judge(table: pd.DataFrame, noise: dict[str, float], alpha: float, power: float) -> pd.DataFrame:
     if "diff" not in table:
         return table
-    noise = noise if noise is not None else noise_of(table)
     compared = table["diff"].notna()
     table["noise_sd"] = [noise.get(m, sd) if c else np.nan
                          for m, sd, c in zip(table.metric, table.seed_diff_sd, compared)]
@@ -881,27 +885,27 @@ def _difference(base: np.ndarray, arm: np.ndarray, alpha: float) -> dict:
             "seed_diff_sd": per_seed["sd"]}
 
 
-def power_table(table: pd.DataFrame, targets: dict[str, float], aa_arm: str = AA_ARM, alpha: float = 0.05,
-                power: float = 0.8) -> pd.DataFrame:
-    """Per target metric: the SD of the A/A arm's per-seed differences from the baseline, the MDE it gives at
-    this run's seeds, and the seeds needed for the target MDE (seeds_needed_for_sd); the same for the largest
-    SD of any arm (the conservative choice). A pilot run reads the number of seeds off this table."""
-    rows = []
+def power_table(table: pd.DataFrame, targets: dict[str, float], baseline: str = "real",
+                aa_arm: str = AA_ARM, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """Per target metric: the design's noise SD (noise_of: baseline and A/A seed variances), the MDE it gives at
+    this run's seeds, and the seeds needed for the target MDE (seeds_needed_for_sd); beside it the largest SD of
+    any arm's paired per-seed differences and the seeds it would need. A pilot run reads the number of seeds
+    off this table."""
+    noise, rows = noise_of(table, baseline, aa_arm), []
     for metric, target in targets.items():
         part = table[(table.metric == metric) & table["seed_diff_sd"].notna()]
-        aa = part[part.arm == aa_arm]
         if part.empty:
             continue
-        aa_sd = float(aa["seed_diff_sd"].iloc[0]) if len(aa) else float("nan")
+        sd = noise.get(metric, float("nan"))
         worst = part.loc[part["seed_diff_sd"].idxmax()]
         worst_sd, n = float(worst["seed_diff_sd"]), int(part["n_seeds"].iloc[0])
-        rows.append({"metric": metric, "target_mde": target, "seeds": n, "aa_sd": aa_sd,
-                     "aa_mde": design_mde(aa_sd, n, alpha, power),
-                     "seeds_for_target (A/A sd)": seeds_needed_for_sd(aa_sd, target, alpha, power),
-                     "largest_sd": worst_sd, "largest_sd_arm": worst["arm"],
-                     "seeds_for_target (largest sd)": seeds_needed_for_sd(worst_sd, target, alpha, power)})
+        rows.append({"metric": metric, "target_mde": target, "seeds": n, "noise_sd": sd,
+                     "mde": design_mde(sd, n, alpha, power),
+                     "seeds_for_target": seeds_needed_for_sd(sd, target, alpha, power),
+                     "largest_diff_sd": worst_sd, "largest_sd_arm": worst["arm"],
+                     "seeds_for_target (largest diff sd)": seeds_needed_for_sd(worst_sd, target, alpha, power)})
     frame = pd.DataFrame(rows)
-    for column in ("seeds_for_target (A/A sd)", "seeds_for_target (largest sd)"):
+    for column in ("seeds_for_target", "seeds_for_target (largest diff sd)"):
         if column in frame:
             frame[column] = frame[column].astype("Int64")  # "None": not reachable within 1,000 seeds
     return frame

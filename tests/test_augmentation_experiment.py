@@ -237,14 +237,16 @@ def test_a_summary_table_row_is_its_seeds_differences_with_their_intervals_mde_a
     assert row.diff_low < row["diff"] < row.diff_high
     assert row.verdict == ax.verdict(row["diff"], row.diff_low, row.diff_high, row.seed_diff_low,
                                      row.seed_diff_high, row.mde)
-    # without an A/A arm the noise SD is the comparison's own; with one, every arm's MDE rests on the A/A's
+    # without an A/A arm the noise SD is the comparison's own; with one, every arm's MDE rests on the noise of
+    # two independent trainings: the baseline's and the A/A arm's seed SDs combined
     aa = [dataclasses.replace(r, arm="real A/A", probabilities=r.probabilities[::-1].copy())
           for r in results[4:]]  # any other predictions: a different SD
-    with_aa = ax.summary_table(results + aa, test, classes=[0], n_boot=50)
-    aa_sd = with_aa.set_index(["arm", "metric"]).loc[("real A/A", "balanced_accuracy"), "seed_diff_sd"]
-    other = with_aa.set_index(["arm", "metric"]).loc[("better", "balanced_accuracy")]
-    assert other.noise_sd == aa_sd != other.seed_diff_sd and other.mde == pytest.approx(
-        ax.minimal_detectable_effect(aa_sd, 4))
+    with_aa = ax.summary_table(results + aa, test, classes=[0], n_boot=50).set_index(["arm", "metric"])
+    noise = np.hypot(with_aa.loc[("real", "balanced_accuracy"), "seed_sd"],
+                     with_aa.loc[("real A/A", "balanced_accuracy"), "seed_sd"])
+    other = with_aa.loc[("better", "balanced_accuracy")]
+    assert other.noise_sd == pytest.approx(noise) and other.noise_sd != other.seed_diff_sd
+    assert other.mde == pytest.approx(ax.minimal_detectable_effect(noise, 4))
     given = ax.summary_table(results, test, classes=[0], n_boot=50, noise={"balanced_accuracy": 0.0})
     row = given[(given.arm == "better") & (given.metric == "balanced_accuracy")].iloc[0]
     assert np.isnan(row.mde) and row.verdict == "no detectable effect (MDE n/a)"  # zero noise: no estimate
@@ -300,16 +302,17 @@ def test_the_verdict_rule_on_hand_made_intervals(case, expected):
     assert ax.verdict(*case) == expected
 
 
-def test_the_power_table_reads_the_aa_arm_and_the_worst_arm():
+def test_the_power_table_reads_the_noise_of_baseline_and_aa_and_the_worst_arm():
     table = pd.DataFrame([
-        {"arm": "real A/A", "metric": "balanced_accuracy", "seed_diff_sd": 0.01, "n_seeds": 5},
-        {"arm": "real+x", "metric": "balanced_accuracy", "seed_diff_sd": 0.02, "n_seeds": 5},
-        {"arm": "real", "metric": "balanced_accuracy", "seed_diff_sd": np.nan, "n_seeds": 5}])
+        {"arm": "real A/A", "metric": "balanced_accuracy", "seed_sd": 0.008, "seed_diff_sd": 0.01, "n_seeds": 5},
+        {"arm": "real+x", "metric": "balanced_accuracy", "seed_sd": 0.02, "seed_diff_sd": 0.03, "n_seeds": 5},
+        {"arm": "real", "metric": "balanced_accuracy", "seed_sd": 0.006, "seed_diff_sd": np.nan, "n_seeds": 5}])
     row = ax.power_table(table, {"balanced_accuracy": 0.02}).iloc[0]
-    assert row.aa_mde == pytest.approx(ax.minimal_detectable_effect(0.01, 5))
-    assert row["seeds_for_target (A/A sd)"] == ax.seeds_needed_for_sd(0.01, 0.02)
+    assert row.noise_sd == pytest.approx(0.010)  # sqrt(0.006^2 + 0.008^2)
+    assert row.mde == pytest.approx(ax.minimal_detectable_effect(0.010, 5))
+    assert row.seeds_for_target == ax.seeds_needed_for_sd(0.010, 0.02)
     assert row.largest_sd_arm == "real+x"
-    assert row["seeds_for_target (largest sd)"] == ax.seeds_needed_for_sd(0.02, 0.02)
+    assert row["seeds_for_target (largest diff sd)"] == ax.seeds_needed_for_sd(0.03, 0.02)
 
 
 def test_resnet18_is_built_from_scratch_and_refuses_a_foreign_weights_file(tmp_path):
