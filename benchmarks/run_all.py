@@ -31,9 +31,10 @@ BENCHMARKS = {  # script -> (full arguments, quick arguments); result files they
     "bench_data.py": ([], ["--n", "64"]),
     "bench_metrics.py": ([], []),
     "bench_render.py": ([], ["--skip-dataset", "--n", "8"]),
+    "bench_classifier.py": ([], ["--sizes", "64", "--n", "128"]),
     "notebook_times.py": ([], []),
 }
-ORDER = ["train_step", "discriminators", "sampling", "data", "metrics", "render", "notebook_times"]
+ORDER = ["train_step", "discriminators", "sampling", "data", "metrics", "render", "classifier", "notebook_times"]
 TIMINGS = "timings.json"  # wall time of each script in the last run, per mode (full / quick)
 # Until a run has recorded its timings: what issue 27 measured for the whole set (2 CPU cores, a busy host).
 UNTIMED = "not recorded yet; the whole set took about 14 min on 2 CPU cores when last timed (issue 27)"

@@ -240,14 +240,51 @@ class ClassifierConfig:
 class AugmentationConfig:
     """Notebook 07 (dermgan.augmentation_experiment): does synthetic data help rare malignant classes?"""
 
-    seeds: int = 3  # classifier seeds per arm (paired across arms)
-    architecture: str = "small"  # "small" (SkinClassifier) | "resnet18" (torchvision, from scratch)
+    # classifier seeds per arm (paired across arms). The cpu value is set by power: the MDE of rare-malignant
+    # recall <= 0.05 and of balanced accuracy <= 0.02, from a pilot's A/A differences (07's power table)
+    seeds: int = 3
+    # "efficientnet_lite0" (ImageNet weights, offline) | "small" (SkinClassifier) | "resnet18" (torchvision)
+    architecture: str = "efficientnet_lite0"
     weights: str | None = None  # a ResNet-18 state-dict file to start from (nothing is downloaded)
-    width: int = 16  # SkinClassifier width
+    input_size: int = 96  # EfficientNet input: the images are resized to it
+    train_from: int = 7  # EfficientNet stages before this one are frozen (their outputs cached); 0 trains all
     epochs: int = 6
+    lr: float = 1e-3  # AdamW peak (one-cycle) for the EfficientNet recipe; the small CNN keeps classifier.lr
+    width: int = 16  # SkinClassifier width
+    small_epochs: int = 6  # the small CNN's epochs (the second row)
+    small_baseline: bool = True  # train the baseline with the small CNN too: what the pretraining buys
     max_ratio: float = 2.0  # synthetic images per real image of a rare class, at most
-    melanoma_keep: float = 0.25  # MelanoGAN protocol: share of the training melanomas kept
+    # MelanoGAN protocol: share of the training melanomas kept; None = the largest of keep_candidates whose
+    # validation melanoma recall falls by >= melanoma_gap against all-real (choose_melanoma_keep)
+    melanoma_keep: float | None = None
+    keep_candidates: tuple = (0.5, 0.25, 0.1, 0.05)
+    melanoma_gap: float = 0.10
     n_bootstrap: int = 1000  # test-set bootstrap replicates
+    alpha: float = 0.05  # two-sided level of every interval and of the MDE
+    power: float = 0.8  # power of the MDE
+    target_mde_recall: float = 0.05  # the design targets the power table reports seeds for
+    target_mde_balanced: float = 0.02
+    # out-of-distribution test: a test image is a near-duplicate of a training-source image when, as loaded or
+    # unsquashed, its ImageNet-feature cosine to its nearest is at least duplicate_cosine AND their perceptual
+    # hashes differ in at most duplicate_bits of 64. Calibrated on 300 HAM10000 photographs resized two ways
+    # (centre crop / squashed to a square, then unsquashed): <= 2 bits for all, cosine >= 0.905 for 99 %; the
+    # nearest OTHER photograph was >= 6 bits away
+    duplicate_bits: int = 4
+    duplicate_cosine: float = 0.90
+
+    def __post_init__(self):
+        _validate(self, "augmentation", architecture=one_of("efficientnet_lite0", "small", "resnet18"),
+                  input_size=(lambda v: _whole(v) and 32 <= v <= 512, "an integer in [32, 512]"),
+                  train_from=(lambda v: _whole(v) and 0 <= v <= 8, "an integer in [0, 8] (a network stage)"),
+                  lr=POSITIVE, small_epochs=AT_LEAST_1,
+                  melanoma_keep=(lambda v: v is None or 0 < v < 1, "None or a number in (0, 1)"),
+                  keep_candidates=(lambda v: len(v) > 0 and all(0 < k < 1 for k in v),
+                                   "a non-empty tuple of numbers in (0, 1)"),
+                  melanoma_gap=FRACTION, alpha=(lambda v: 0 < v < 1, "a number in (0, 1)"),
+                  power=(lambda v: 0 < v < 1, "a number in (0, 1)"), target_mde_recall=POSITIVE,
+                  target_mde_balanced=POSITIVE, duplicate_bits=(lambda v: _whole(v) and 0 <= v <= 64,
+                                                                "an integer in [0, 64]"),
+                  duplicate_cosine=(lambda v: -1 <= v <= 1, "a number in [-1, 1]"))
 
     def __post_init__(self):
         _validate(self, "augmentation", seeds=AT_LEAST_1, architecture=one_of("small", "resnet18"),
@@ -534,7 +571,8 @@ PROFILES: dict[str, Profile] = {
         classifier=ClassifierConfig(width=8, epochs=2, batch_size=32),
         metrics=MetricsConfig(n_samples=60, n_bootstrap=20, kid_subset_size=20, inception=False, min_group=5,
                               ssim_pairs=40),
-        augmentation=AugmentationConfig(seeds=2, width=8, epochs=1, n_bootstrap=50),
+        augmentation=AugmentationConfig(seeds=2, input_size=32, width=8, epochs=1, small_epochs=1,
+                                        n_bootstrap=50, keep_candidates=(0.5, 0.25)),
         turing=TuringConfig(n_per_model=4, n_bootstrap=50, c2st_steps=40),
         lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=10, batch_size=4, checkpoint_every=0,
                                      sample_every=0, log_every=5, n_eval=32, classifier_epochs=1),
@@ -566,7 +604,7 @@ PROFILES: dict[str, Profile] = {
         classifier=ClassifierConfig(width=64, epochs=30, batch_size=64),
         metrics=MetricsConfig(n_samples=5000, n_bootstrap=1000, kid_subset_size=1000, min_group=50,
                               ssim_pairs=1000, batch_size=128, inception_precision="fp32"),
-        augmentation=AugmentationConfig(seeds=5, architecture="resnet18", epochs=30, n_bootstrap=2000),
+        augmentation=AugmentationConfig(seeds=5, input_size=224, train_from=0, epochs=30, n_bootstrap=2000),
         turing=TuringConfig(n_per_model=25, n_bootstrap=2000, c2st_steps=3000),
         lesion_edit=LesionEditConfig(base_filters=64, n_res_blocks=9, steps=100_000, batch_size=1,
                                      checkpoint_every=5000, sample_every=2500, log_every=100, classifier_epochs=30),

