@@ -8,7 +8,7 @@ ARGS ?=
 BIN := $(VENV)/bin
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup browser reproduce test unit nbval benchmarks lab clean-runs
+.PHONY: setup browser reproduce test unit nbval test-paper benchmarks lab clean-runs
 
 setup: $(VENV)/.installed
 
@@ -39,7 +39,13 @@ reproduce: setup
 test: setup browser unit nbval
 
 unit: setup
-	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q tests
+	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q -m "not paper" tests
+
+# The paper profile's full-size dry run (every notebook at 256 px, the papers' widths, counts cut to a handful;
+# tests/test_paper.py): tens of minutes on 2 cores, so not part of `make test`. Run it after changing notebooks
+# or models, and before a GPU run.
+test-paper: setup
+	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q -m paper tests
 
 nbval: setup
 	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q $(NBVAL) papermill_runs/smoke

@@ -422,20 +422,36 @@ def refuse_bad_request(request: Request, notebooks: list[Path], plan: Plan) -> N
                         "unless capped by real_images (-p real_images=N)")
     if plan.series is not None:  # the data settings are valid: check the data and the run dir's record
         resolved = get_profile(request.profile).replace(data=plan.series)
-        identity = run_identity(resolved, request.seed, request.dataset, request.data_root)
-        attempt(problems, "", check_run_dir, request.run_dir, identity)
         readable = request.dataset == "synthetic" or request.data_root is not None
         if dataset_known(request.dataset) and readable:
             records = attempt(problems, "", read_run_records, request, resolved.data)
             records = None if records is REFUSED else records
         if records is not None:
+            resolved = settle_image_size(plan, resolved, request, records, problems)
             problems += data_problems(records, resolved.data, request)
+        identity = run_identity(resolved, request.seed, request.dataset, request.data_root)
+        attempt(problems, "", check_run_dir, request.run_dir, identity)
     for notebook in notebooks:
         if plan.profiles[notebook] is not None:
             problems += notebook_problems(notebook, plan.declared[notebook], plan.parameters[notebook],
                                           plan.profiles[notebook], records, request)
     if problems:
         raise RunRefused(problems)
+
+
+def settle_image_size(plan: Plan, resolved: Profile, request: Request, records: Records,
+                      problems: list[str]) -> Profile:
+    """A real dataset's image size (dermgan.data.sizes): the profile's lowered to what its images hold, recorded
+    in plan.series so that run.json and the manifest carry it; an explicit one larger than the images is a
+    problem unless upsampling is allowed."""
+    from dermgan.data.sizes import fit_image_size
+
+    fitted = attempt(problems, "", fit_image_size, resolved, request.dataset, request.data_root,
+                     "image_size" in plan.series, records.table)
+    if fitted is REFUSED or fitted.data.image_size == resolved.data.image_size:
+        return resolved
+    plan.series = {**plan.series, "image_size": fitted.data.image_size}
+    return fitted
 
 
 def setting_problems(request: Request) -> list[str]:
@@ -604,11 +620,6 @@ def check_rare_classes(value: str | None, profile: Profile, records: Records | N
         rare_classes_of(records.name, records.classes, records.train(), value.split(",") if value else None)
 
 
-def check_n_probe(value: int | None, *context) -> None:
-    if value is not None and value < 1:  # 06 would take 0 for "the default" and run 200 requests
-        raise ValueError(f"n_probe must be an integer >= 1, or None for the default, got {value}")
-
-
 def check_model(value: str, profile: Profile, *context) -> None:
     from dermgan.models.dermgan import variants
 
@@ -634,8 +645,8 @@ def check_responses(value: str | None, profile: Profile, records, request: Reque
 
 # Checks of notebook parameters that no profile section range covers, by parameter name (whichever notebook
 # declares it); each raises ValueError with its one-line reason.
-PARAMETER_CHECKS = {"rare_classes": check_rare_classes, "n_probe": check_n_probe, "model": check_model,
-                    "weights": check_weights, "responses": check_responses}
+PARAMETER_CHECKS = {"rare_classes": check_rare_classes, "model": check_model, "weights": check_weights,
+                    "responses": check_responses}
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -1059,8 +1070,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="executed notebooks (default papermill_runs/<profile>[-<dataset>])")
     run.add_argument("--notebooks-dir", default=str(root / "notebooks"))
     run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: this interpreter's)")
-    commands.add_parser("list", help="list the notebooks and their typed parameters",
-                        description="Each notebook and the parameters `run -p NAME=VALUE` can set, with types.")
+    run.add_argument("--dry-run", action="store_true",
+                     help="run the profile's dry run instead (e.g. paper-dry: full sizes, every count cut to a "
+                          "handful; artefacts and executed notebooks under runs/<profile>-dry/)")
+    listing = commands.add_parser(
+        "list", help="list the notebooks and their typed parameters, or with --profile their time and memory",
+        description="Each notebook and the parameters `run -p NAME=VALUE` can set, with types; with --profile, "
+                    "each notebook's expected time and peak memory on this device (dermgan.estimate).")
+    listing.add_argument("--profile", default=None, help="estimate time and memory of this profile's series")
+    listing.add_argument("--dataset", default="synthetic", help="with --profile: the data it would run on")
+    listing.add_argument("--data-root", default=None)
+    listing.add_argument("--device", default="auto", help="with --profile: the device to price (default: here)")
     names = model_names()
     train = commands.add_parser(
         "train", help="train one DermGAN variant without a notebook (works under torchrun)",
@@ -1113,10 +1133,16 @@ def list_command(root: Path) -> int:
 
 
 def run_command(args, root: Path) -> int:
+    from dermgan.config import dry_run_name, is_dry_run
+
     overrides = dict(parse_override(p) for p in args.parameter)
+    if args.dry_run:
+        args.profile = dry_run_name(args.profile)
     get_profile(args.profile)
     name = run_name(args.profile, args.dataset)
-    output_dir = Path(args.output_dir or root / "papermill_runs" / name)
+    # a dry run's records stay out of papermill_runs/, which holds the reported series
+    output_dir = Path(args.output_dir or (root / "runs" / name / "executed" if is_dry_run(args.profile)
+                                          else root / "papermill_runs" / name))
     manifest = run_series(args.profile, Path(args.notebooks_dir), output_dir, run_dir=args.run_dir or f"runs/{name}",
                           seed=args.seed, device=args.device, dataset=args.dataset, data_root=args.data_root,
                           overrides=overrides, only=args.only, start=args.start, kernel=args.kernel)
@@ -1149,6 +1175,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = project_root()
     try:
+        if args.command == "list" and args.profile is not None:
+            from dermgan.estimate import estimate_command
+
+            return estimate_command(args.profile, args.dataset, args.data_root, args.device, root / "notebooks")
         if args.command == "list":
             return list_command(root)
         if args.command == "train":
