@@ -1,8 +1,11 @@
 """What every benchmark shares: the machine it ran on, and writing its result as JSON + a Markdown table.
 
-Results go to benchmarks/results/<name>.json and <name>.md (written atomically); `run_all.py` collects the
-Markdown tables into benchmarks/README.md. Numbers compare only within one run on one machine: every speed
-target is a ratio of two things measured side by side in the same process.
+Results go to <results>/<name>.json and <name>.md (written atomically); `run_all.py` collects the Markdown
+tables into a README.md beside them. <results> is runs/benchmarks/results under the project root, which git
+ignores, unless the run refreshes the committed references (`run_all.py --references`, `make
+benchmark-references`, i.e. DERMGAN_REFERENCES=1): then benchmarks/results, collected into
+benchmarks/README.md. Numbers compare only within one run on one machine: every speed target is a ratio of two
+things measured side by side in the same process.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from dermgan.runtime import project_root, refreshing_references
+
+REFERENCE_RESULTS = Path(__file__).resolve().parent / "results"  # committed: refreshed by maintainers only
+LOCAL_RESULTS = project_root() / "runs" / "benchmarks" / "results"  # a user's own run
+RESULTS = REFERENCE_RESULTS if refreshing_references() else LOCAL_RESULTS
 
 
 def machine() -> dict:

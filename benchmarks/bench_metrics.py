@@ -6,8 +6,8 @@ and bf16 against fp32 features (speed, and how far FID / KID move compared with 
 Writes results/metrics.{json,md} (throughput), results/metrics_fidelity.{json,md} (ours vs torch-fidelity) and
 results/metrics_precision.{json,md} (bf16 vs fp32). Images are rendered by the procedural renderer (synthetic).
 - throughput: "inception" is the 299 px FID network (the resize included), "domain" a SkinClassifier (untrained:
-  speed does not depend on the weights), "pixel-stats" the cheap extractor; best of `--repeats` timed passes after
-  a warm-up pass.
+  speed does not depend on the weights), "random-cnn" the fixed-seed random CNN, "pixel-stats" the cheap
+  extractor; best of `--repeats` timed passes after a warm-up pass.
 - torch-fidelity: the same Inception weights saved as a state dict and loaded by torch-fidelity's own extractor,
   fed by its own `get_featuresdict_from_dataset` (DataLoader, no worker processes: save_cpu_ram), same images,
   same batch size. Ratio > 1 means our extraction is faster; the features must agree.
@@ -154,7 +154,8 @@ def main(argv=None) -> None:
     parser.add_argument("--precision-n", type=int, default=100, help="images per set for the bf16 FID/KID check")
     parser.add_argument("--n-bootstrap", type=int, default=100)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--extractors", nargs="+", default=["inception", "domain", "pixel-stats"])
+    parser.add_argument("--extractors", nargs="+",
+                        default=["inception", "domain", "random-cnn", "pixel-stats"])
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)

@@ -101,9 +101,9 @@ def figure(logs: dict[str, pd.DataFrame], scored: dict[str, pd.DataFrame], floor
     for i, (schedule, log) in enumerate(logs.items()):
         probe = log.dropna(subset=["d_acc_train"])
         style = "-" if schedule == "decay" else "--"
-        ax.plot(probe["step"], probe["d_acc_train"], style, color="C0", label=f"real, training ({schedule})")
-        ax.plot(probe["step"], probe["d_acc_val"], style, color="C1", label=f"real, validation ({schedule})")
-        ax.plot(probe["step"], probe["d_acc_fake"], style, color="C2", label=f"generated ({schedule})")
+        for column, colour, what in (("d_acc_train", "C0", "real, training"), ("d_acc_val", "C1", "real, validation"),
+                                     ("d_acc_fake", "C2", "generated")):
+            ax.plot(probe["step"], probe[column], style + "o", ms=2, color=colour, label=f"{what} ({schedule})")
     ax.set(title="D accuracy (probe, 64 images each)", xlabel="step", ylim=(-0.02, 1.02))
     ax.legend(fontsize=6)
     for ax, metric, title in ((axes[1], "l1", "G: L1 to the target"), (axes[2], "kid", "G: Inception KID")):

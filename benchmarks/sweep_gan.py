@@ -65,6 +65,9 @@ ARMS: dict[str, dict] = {
     "lecam": {"lecam_weight": 0.1},
     "r1-0.1": {"r1_gamma": 0.1},
     "r1-1": {"r1_gamma": 1.0},
+    # Furger et al.'s optimiser (Adam 5e-5, beta1 0.9) is sized for thousands of epochs at batch 128; at the cpu
+    # profile's 1,200 steps of batch 8 its G stays near its initialisation. DCGAN's Adam settings instead:
+    "furger-lr": {"furger_lr": 2e-4, "furger_beta1": 0.5},
     # paired augmentation of the training pairs themselves (DermGAN only): flips and quarter turns, scale jitter
     "pairs-flip": {"augment_flip": True},
     "pairs-flip-jitter": {"augment_flip": True, "augment_jitter": 1.125},
@@ -223,7 +226,8 @@ def main(argv=None) -> None:
 
 def write(name: str, rows: list[dict], scorer) -> None:
     floor = scorer.floor
-    notes = (f"Synthetic data, cpu profile (64 px, 2,800 training images), 2 torch threads; every arm is changes "
+    notes = (f"Synthetic data, cpu profile (64 px, 2,800 training images), {torch.get_num_threads()} torch "
+             f"thread(s) on a shared machine (s_per_step is not a benchmark); every arm is changes "
              f"to the profile as it stood before issue 28 ({', '.join(f'{k}={v}' for k, v in BEFORE.items())}). "
              f"Scored on the VALIDATION split against {scorer.settings}; blurred real validation images: Inception "
              f"KID {floor['kid']:.4g} [{floor['kid_lo']:.4g}, {floor['kid_hi']:.4g}], precision "

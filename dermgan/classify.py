@@ -16,6 +16,7 @@ from dermgan.config import ClassifierConfig
 from dermgan.data.dataset import ClassifierDataset, SkinData
 from dermgan.imageops import to_model
 from dermgan.models.classifier import SkinClassifier
+from dermgan.runtime import progress as default_progress
 
 
 class _Concat(torch.utils.data.ConcatDataset):
@@ -76,7 +77,10 @@ def train_classifier(train: SkinData, val: SkinData | None, cfg: ClassifierConfi
     steps = max(cfg.epochs * len(loader), 1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps)
     history, best, best_score = [], None, -np.inf
-    epochs = range(cfg.epochs) if progress is None else progress(range(cfg.epochs))
+    if progress is None:  # a bar over the epochs (silent in batch runs) unless the caller brings its own
+        def progress(items):
+            return default_progress(items, desc="classifier epochs", leave=False)
+    epochs = progress(range(cfg.epochs))
     for epoch in epochs:
         dataset.set_epoch(epoch)
         model.train()

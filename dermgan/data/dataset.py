@@ -162,7 +162,13 @@ def load_dataset(dataset: str = "synthetic", data_root=None, image_size: int = 6
 
     remove_stale_temps(cache_dir)  # half-written caches of killed runs
     if not folder.exists():  # one without params.json is damaged: _read_cache says so, nothing overwrites it
-        _write_cache(make_synthetic(image_size, n_images, seed, val_fraction, test_fraction), folder, params)
+        from dermgan.runtime import progress  # a bar while rendering (silent in batch runs)
+
+        def bar(items, **options):
+            return progress(items, desc="rendering images", leave=False, **options)
+
+        rendered = make_synthetic(image_size, n_images, seed, val_fraction, test_fraction, progress=bar)
+        _write_cache(rendered, folder, params)
     return _read_cache(folder)
 
 

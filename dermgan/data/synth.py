@@ -942,7 +942,8 @@ def render_images(indices, conditions, size: int = 64, seed: int = 0, workers: i
     Returns {"images", "healthy": uint8 (N,H,W,3), "lesion_masks", "skin_masks": uint8 (N,H,W),
     "records": list}.
     Image i depends only on (seed, indices[i], conditions[i], size), so splitting the work over `workers`
-    processes (default: up to 2 for 256 images or more) gives the same bytes.
+    processes (default: up to 2 for 256 images or more) gives the same bytes. `progress` wraps the iteration
+    (a tqdm-like callable; over the images, or over the workers' chunks with total=).
     """
     size = check_size(size)
     indices = [int(i) for i in indices]
@@ -968,7 +969,8 @@ def render_images(indices, conditions, size: int = 64, seed: int = 0, workers: i
                   for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
             done = 0
-            for part in pool.map(_render_chunk, chunks):
+            parts = pool.map(_render_chunk, chunks)
+            for part in parts if progress is None else progress(parts, total=len(chunks)):
                 m = len(part["records"])
                 for key in ("images", "healthy", "lesion_masks", "skin_masks"):
                     out[key][done:done + m] = part[key]

@@ -15,9 +15,10 @@ from dermgan.metrics.distribution import (COLLAPSE_RATIO, diversity, diversity_r
                                           precision_recall_from_features)
 from dermgan.metrics.evaluate import (FEATURE_METRICS, SET_METRICS, breakdown, compute, evaluate, nan_result,
                                       results_table)
+from dermgan.metrics.agreement import inception_only_gains, kendall_tau, rank_agreement, ranks
 from dermgan.metrics.features import (EXTRACTORS, INCEPTION_ENV, INCEPTION_SHA256, DomainExtractor, FeatureStore,
-                                      InceptionExtractor, PixelStatsExtractor, WeightsError, extract_features,
-                                      get_extractor, inception_score, inception_weights_path,
+                                      InceptionExtractor, PixelStatsExtractor, RandomCNNExtractor, WeightsError,
+                                      extract_features, get_extractor, inception_score, inception_weights_path,
                                       load_inception_torchscript)
 from dermgan.metrics.image_stats import (COLOUR_CONVENTIONS, colour_histogram_distances, colour_statistics,
                                         histogram_distances, sliced_wasserstein)
@@ -29,8 +30,10 @@ __all__ = [
     "COLLAPSE_RATIO", "diversity", "diversity_ratio", "fid", "fid_from_features", "fid_from_grams", "fid_infinity", "kid", "kid_from_features", "precision_recall",
     "precision_recall_from_features",
     "FEATURE_METRICS", "SET_METRICS", "breakdown", "compute", "evaluate", "nan_result", "results_table",
+    "inception_only_gains", "kendall_tau", "rank_agreement", "ranks",
     "EXTRACTORS", "INCEPTION_ENV", "INCEPTION_SHA256", "DomainExtractor", "FeatureStore", "InceptionExtractor",
-    "PixelStatsExtractor", "WeightsError", "extract_features", "get_extractor", "inception_score",
+    "PixelStatsExtractor", "RandomCNNExtractor", "WeightsError", "extract_features", "get_extractor",
+    "inception_score",
     "inception_weights_path", "load_inception_torchscript",
     "COLOUR_CONVENTIONS", "colour_histogram_distances", "colour_statistics", "histogram_distances",
     "sliced_wasserstein",

@@ -1,5 +1,6 @@
-"""Feature extractors for set metrics, by name: "inception" (standard FID network, offline), "domain" (any module
-with `.features`, e.g. dermgan.models.classifier.SkinClassifier) and "pixel-stats" (cheap, no weights).
+"""Feature extractors for set metrics, by name: "inception" (standard FID network, offline), "domain" (any
+module with `.features`, e.g. dermgan.models.classifier.SkinClassifier), "random-cnn" (a randomly initialised
+CNN with a fixed seed: a space no network was trained for) and "pixel-stats" (cheap, no weights).
 
 Every extractor takes uint8 (N, H, W, 3) images and returns float64 (N, D) numpy features. `FeatureStore` adds
 batching, device placement, an in-memory memo and an on-disk cache of real-set features.
@@ -204,15 +205,49 @@ class DomainExtractor(torch.nn.Module):
                             f"{type(network).__name__} has none")
         self.network = network.eval()
         # Identity = class + parameter hash, so a retrained classifier never reuses cached features.
-        digest = hashlib.sha1(type(network).__name__.encode())
-        for key, value in network.state_dict().items():
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        self.identity = f"{label}-{digest.hexdigest()[:12]}"
+        self.identity = f"{label}-{weights_digest(network)}"
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network.features(x).flatten(1)
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        return to_model(batch)
+
+
+def weights_digest(network: torch.nn.Module) -> str:
+    """12 hex digits of SHA-1 over the class name and every tensor of the state dict: a network's identity."""
+    digest = hashlib.sha1(type(network).__name__.encode())
+    for key, value in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+RANDOM_CNN_SEED = 2020  # the random space's own seed, the same for every run
+
+
+class RandomCNNExtractor(torch.nn.Module):
+    """The mean of every stage of a randomly initialised CNN (dermgan.models.random_cnn) with a fixed seed,
+    concatenated (480-d with the default widths): a feature space that no discriminator saw and that no
+    training, on ImageNet or on skin, shaped. Naeem et al. (2020) found such random embeddings to rank fidelity
+    and diversity sensibly; here it checks that a model's gain is not only in the spaces of trained networks."""
+
+    name = "random-cnn"
+
+    def __init__(self, seed: int = RANDOM_CNN_SEED, widths: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__()
+        from dermgan.models.random_cnn import RandomCNN
+        from dermgan.train import initial_weights
+
+        with initial_weights(seed):
+            self.network = RandomCNN(widths).eval()
+        self.seed = seed
+        self.identity = f"random-cnn-s{seed}-{weights_digest(self.network)}"
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([f.mean(dim=(2, 3)) for f in self.network.features(x)], dim=1)
 
     def prepare(self, batch: np.ndarray) -> torch.Tensor:
         return to_model(batch)
@@ -242,11 +277,12 @@ class PixelStatsExtractor(torch.nn.Module):
         return to_model(batch)
 
 
-EXTRACTORS = ("inception", "domain", "pixel-stats")
+EXTRACTORS = ("inception", "domain", "random-cnn", "pixel-stats")
 
 
-def get_extractor(name: str, network: torch.nn.Module | None = None, weights: str | None = None):
-    """An extractor by name. "domain" needs `network` (a module with `.features`)."""
+def get_extractor(name: str, network: torch.nn.Module | None = None, weights: str | None = None,
+                  seed: int = RANDOM_CNN_SEED):
+    """An extractor by name. "domain" needs `network` (a module with `.features`); "random-cnn" uses `seed`."""
     if name == "inception":
         return InceptionExtractor(weights)
     if name == "domain":
@@ -254,6 +290,8 @@ def get_extractor(name: str, network: torch.nn.Module | None = None, weights: st
             raise ValueError("extractor 'domain' needs network=<module with .features>, e.g. a trained "
                              "dermgan.models.classifier.SkinClassifier")
         return DomainExtractor(network)
+    if name == "random-cnn":
+        return RandomCNNExtractor(seed)
     if name == "pixel-stats":
         return PixelStatsExtractor()
     raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")

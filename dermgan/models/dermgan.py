@@ -11,6 +11,11 @@ DermGAN's changes to Pix2Pix (papers.md sec. 1.3, partly unverified) are switche
 Named variants: "pix2pix" (all switches at the Pix2Pix value, colour maps), "dermgan" (all DermGAN switches at
 the profile's values) and one ablation per switch, each differing from "dermgan" in exactly one field.
 
+Beyond the ablation, `build` and `train_variant` know two models that are not switches of pix2pix:
+"dermgan-projected" (DermGAN with the projected discriminator of dermgan.models.projected instead of the
+PatchGANs, settings in the profile's `projected` section) and "oasis" (dermgan.models.oasis, its own section);
+`load_generator` and `evaluated_generator` load every one of them.
+
 Runs: the main "dermgan" model trains cfg.steps under its own name; the ablation table trains every variant
 cfg.seeds times for cfg.ablation_steps under `run_name(variant, seed)` = "<variant>-s<seed>" (checkpoints/,
 logs/ and samples/ use that name). Every notebook evaluates the generator that `evaluated_generator` returns.
@@ -28,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from dermgan import losses
-from dermgan.config import DermGANConfig
+from dermgan.config import DermGANConfig, ProjectedConfig
 from dermgan.data.conditions import N_CONDITIONS
 from dermgan.data.semantic import n_channels, render_maps
 from dermgan.imageops import to_uint8
@@ -49,6 +54,8 @@ class Variant:
 
 
 PIX2PIX = Variant("pix2pix")
+PROJECTED = "dermgan-projected"  # DermGAN's switches, the projected discriminator instead of the PatchGANs
+OASIS = "oasis"  # dermgan.models.oasis
 
 
 def dermgan_variant(cfg: DermGANConfig) -> Variant:
@@ -98,9 +105,11 @@ class Pix2PixRecipe:
 
     d_colour_channels = slice(-3, None)  # only the image is recoloured by augmentation, never the map
     def __init__(
-        self, variant: Variant, cfg: DermGANConfig, image_size: int, n_conditions: int = N_CONDITIONS
+        self, variant: Variant, cfg: DermGANConfig, image_size: int, n_conditions: int = N_CONDITIONS,
+        projected: ProjectedConfig | None = None,
     ):
         self.variant, self.cfg, self.image_size, self.n_conditions = variant, cfg, image_size, n_conditions
+        self.projected = projected  # None: the PatchGAN discriminator(s) of the variant
         map_channels = n_channels(variant.encoding, n_conditions)
         self.generator = UNetGenerator(
             map_channels,
@@ -114,9 +123,14 @@ class Pix2PixRecipe:
             # pix2pix's transposed generator stays as the reference implementation has it (zero padding)
             encoder_padding=cfg.encoder_padding if variant.upsample != "transpose" else "zeros",
         )
-        self.discriminator = MultiScaleDiscriminator(
-            map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.d_norm or cfg.norm, variant.n_scales, image_size
-        )
+        if projected is None:
+            self.discriminator = MultiScaleDiscriminator(
+                map_channels + 3, cfg.base_filters, cfg.d_layers, cfg.d_norm or cfg.norm, variant.n_scales,
+                image_size)
+        else:  # the map is concatenated to the backbone's features at every depth
+            from dermgan.models import projected as pj
+
+            self.discriminator = pj.build(projected, map_channels + 3, self.d_colour_channels)
 
     @property
     def d_threshold(self) -> float:
@@ -161,12 +175,15 @@ class Pix2PixRecipe:
         ]
 
     def metadata(self) -> dict:
-        return {
+        meta = {
             "variant": dataclasses.asdict(self.variant),
             "dermgan_config": dataclasses.asdict(self.cfg),
             "image_size": self.image_size,
             "n_conditions": self.n_conditions,
         }
+        if self.projected is not None:  # only then: checkpoints of the PatchGAN variants keep their metadata
+            meta["projected"] = dataclasses.asdict(self.projected)
+        return meta
 
     def parameter_counts(self) -> dict[str, int]:
         return {
@@ -175,11 +192,17 @@ class Pix2PixRecipe:
         }
 
 
-def build(name: str, cfg: DermGANConfig, image_size: int, n_conditions: int = N_CONDITIONS) -> Pix2PixRecipe:
-    """The recipe of a named variant (see `variants`)."""
+def build(name: str, cfg: DermGANConfig, image_size: int, n_conditions: int = N_CONDITIONS,
+          projected: ProjectedConfig | None = None) -> Pix2PixRecipe:
+    """The recipe of a named variant (see `variants`), or of "dermgan-projected" (with `projected`, default
+    ProjectedConfig())."""
+    if name == PROJECTED:
+        variant = dataclasses.replace(dermgan_variant(cfg), name=PROJECTED)
+        return Pix2PixRecipe(variant, cfg, image_size, n_conditions, projected or ProjectedConfig())
     known = variants(cfg, ablation=True)
     if name not in known:
-        raise ValueError(f"unknown model {name!r}; known for this config: {', '.join(known)}")
+        names = ", ".join([*known, PROJECTED, OASIS])
+        raise ValueError(f"unknown model {name!r}; known for this config: {names}")
     return Pix2PixRecipe(known[name], cfg, image_size, n_conditions)
 
 
@@ -191,6 +214,15 @@ def train_config(cfg: DermGANConfig, seed: int = 0, device: str = "auto") -> Tra
 def run_name(variant: str, seed: int) -> str:
     """Folder name of one ablation-table run: checkpoints/, logs/ and samples/ use "<variant>-s<seed>"."""
     return f"{variant}-s{seed}"
+
+
+def compared_run(model: str, seed: int, main_seed: int, main_schedule: bool = True) -> str:
+    """Folder name of one run of 02's comparison beyond DermGAN (profile section `compare`): the model's own
+    name for the main seed ("dermgan": the main run itself, when the comparison keeps the main schedule), else
+    "<model>-full-s<seed>" (full: the comparison's schedule, not the ablation's)."""
+    if seed == main_seed and (model != "dermgan" or main_schedule):
+        return model
+    return f"{model}-full-s{seed}"
 
 
 def ablation_runs(cfg: DermGANConfig, seed: int, ablation: bool | None = None) -> list[tuple[str, str, int]]:
@@ -229,11 +261,15 @@ def train_variant(
 
     seed = ctx.seed if seed is None else seed
     run = name if run is None else run
+    if name == OASIS:  # its own recipe and profile section (dermgan.models.oasis)
+        from dermgan.models import oasis
+
+        return oasis.train_variant(ctx, train_data, resume, seed, steps, run, holdout_data)
     cfg = ctx.profile.dermgan
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
     with initial_weights(seed):
-        recipe = build(name, cfg, train_data.image_size, len(train_data.classes))
+        recipe = build(name, cfg, train_data.image_size, len(train_data.classes), ctx.profile.projected)
     folder = ctx.run_dir / "checkpoints" / run
     dataset = training_dataset(train_data, recipe, cfg.steps, seed)
     result = train(
@@ -255,17 +291,35 @@ def train_variant(
 # Using trained generators
 
 
-def load_generator(checkpoint_dir: str | Path, use_ema: bool = True, device="cpu") -> tuple[nn.Module, dict]:
-    """(generator in eval mode, recipe metadata) from `checkpoint_dir/generator.pt` written by the loop."""
+def _generator_file(checkpoint_dir: str | Path) -> tuple[Path, dict]:
     path = Path(checkpoint_dir) / "generator.pt"
     saved = load_checkpoint(path)
     if not isinstance(saved, dict) or "generator" not in saved or "recipe" not in saved:
         raise ValueError(f"{path} is not a generator file written by dermgan.train")
-    meta = saved["recipe"]
+    return path, saved
+
+
+def _section(meta: dict) -> dict:
+    """The settings section a map-conditioned model's metadata records (DermGAN's or OASIS's)."""
+    return meta["oasis_config"] if "oasis_config" in meta else meta["dermgan_config"]
+
+
+def _untrained_generator(meta: dict) -> nn.Module:
+    if "oasis_config" in meta:
+        from dermgan.models.oasis import generator_from_metadata
+
+        return generator_from_metadata(meta)
     variant = Variant(**meta["variant"])
-    cfg = DermGANConfig(**meta["dermgan_config"])
-    recipe = Pix2PixRecipe(variant, cfg, meta["image_size"], meta["n_conditions"])
-    G = recipe.generator
+    return Pix2PixRecipe(variant, DermGANConfig(**meta["dermgan_config"]), meta["image_size"],
+                         meta["n_conditions"]).generator
+
+
+def load_generator(checkpoint_dir: str | Path, use_ema: bool = True, device="cpu") -> tuple[nn.Module, dict]:
+    """(generator in eval mode, recipe metadata) from `checkpoint_dir/generator.pt` written by the loop, for
+    every map-conditioned model (pix2pix, DermGAN and its variants, dermgan-projected, oasis)."""
+    _, saved = _generator_file(checkpoint_dir)
+    meta = saved["recipe"]
+    G = _untrained_generator(meta)
     G.load_state_dict(generator_weights(saved, use_ema))
     return G.to(device).eval(), meta
 
@@ -282,11 +336,8 @@ def evaluated_generator(checkpoint_dir: str | Path, device="cpu") -> tuple[nn.Mo
     with metadata["evaluation"] recording that choice (weights, normalisation, step); write it into
     samples/<model>/meta.json.
     """
-    path = Path(checkpoint_dir) / "generator.pt"
-    saved = load_checkpoint(path)
-    if not isinstance(saved, dict) or "generator" not in saved or "recipe" not in saved:
-        raise ValueError(f"{path} is not a generator file written by dermgan.train")
-    want = saved["recipe"]["dermgan_config"].get("eval_weights", "ema")
+    path, saved = _generator_file(checkpoint_dir)
+    want = _section(saved["recipe"]).get("eval_weights", "ema")
     if want not in EVAL_WEIGHTS:
         raise ValueError(f"{path}: eval_weights {want!r} is not one of {EVAL_WEIGHTS}")
     use_ema = want == "ema" and saved.get("ema") is not None

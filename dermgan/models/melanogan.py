@@ -8,7 +8,11 @@ Named models (`model_names`):
     furger-dcgan     Furger et al.'s DCGAN-style generator, two-scale discriminator, BCE with label smoothing
                      0.1, Adam 5e-5; trained on healthy *and* lesioned skin (the renderer's healthy twins;
                      real datasets have none, so there it sees lesion images only)
-and "<model>-melanoma" for the four MelanoGAN models trained on the training melanomas alone.
+and "<model>-melanoma" for the four MelanoGAN models trained on the training melanomas alone. The single-image
+models (dcgan, furger-dcgan) also come as "<model>-projected" (and "<model>-projected-melanoma"): the same G
+judged by the projected discriminator of dermgan.models.projected (settings: the profile's `projected`
+section), its per-depth logits averaged like a multi-scale D's. LAPGAN and DDGAN judge 8-32 px pyramid levels,
+too small for a pretrained backbone, and keep their discriminators.
 
 Data: every model sees the dataset's training split at its fixed size. MelanoGANs centre-crop then resize; the
 real-data readers already centre-crop to a square and resize (dermgan.data.sources), and synthetic images are
@@ -31,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dermgan import losses
-from dermgan.config import MelanoGANConfig
+from dermgan.config import MelanoGANConfig, ProjectedConfig
 from dermgan.imageops import to_model, to_uint8
 from dermgan.models import lapgan as lp
 from dermgan.models.dcgan import DCGANDiscriminator, DCGANGenerator, FurgerDiscriminator, FurgerGenerator
@@ -42,6 +46,8 @@ from dermgan.train import (CheckpointError, TrainConfig, generator_weights, init
 KINDS = ("dcgan", "lapgan", "ddgan-upsample", "ddgan-deconv", "furger-dcgan")
 MELANOMA_KINDS = ("dcgan", "lapgan", "ddgan-upsample", "ddgan-deconv")
 MELANOMA_SUFFIX = "-melanoma"
+PROJECTED_SUFFIX = "-projected"
+PROJECTABLE_KINDS = ("dcgan", "furger-dcgan")  # single-image discriminators a projected D can replace
 MELANOMA_NAMES = ("melanoma", "mel")  # class names of melanoma in the synthetic set, ISIC and HAM10000
 GRID_SEED = 12345  # fixed noise of the training grids, so successive grids show the same latent points
 # MelanoGANs' colour-histogram (Jensen-Shannon divergence, Wasserstein distance) of each model against real ISIC
@@ -56,16 +62,20 @@ class ModelSpec:
     name: str
     kind: str  # one of KINDS
     melanoma_only: bool
+    projected: bool = False  # judged by the projected discriminator
 
 
 def parse_model(name: str) -> ModelSpec:
     """The spec of a model name; an unknown name is an error listing the known ones."""
     kind = name[: -len(MELANOMA_SUFFIX)] if name.endswith(MELANOMA_SUFFIX) else name
     melanoma = kind != name
+    projected = kind.endswith(PROJECTED_SUFFIX) and kind[: -len(PROJECTED_SUFFIX)] in PROJECTABLE_KINDS
+    kind = kind[: -len(PROJECTED_SUFFIX)] if projected else kind
     if kind not in (MELANOMA_KINDS if melanoma else KINDS):
-        known = [*KINDS, *(k + MELANOMA_SUFFIX for k in MELANOMA_KINDS)]
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
-    return ModelSpec(name, kind, melanoma)
+        known = [*KINDS, *(k + MELANOMA_SUFFIX for k in MELANOMA_KINDS),
+                 *(k + PROJECTED_SUFFIX for k in PROJECTABLE_KINDS)]
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(known)} (and -melanoma twins)")
+    return ModelSpec(name, kind, melanoma, projected)
 
 
 def model_names(cfg: MelanoGANConfig, with_melanoma: bool = True) -> list[str]:
@@ -114,10 +124,16 @@ class NoiseGANRecipe:
     """Batches are float images (N, 3, S, S) in [-1, 1] (`ImageDataset`). Generator outputs and discriminator
     inputs are lists with one entry per pyramid level (one entry for DCGAN and Furger's model)."""
 
-    def __init__(self, name: str, cfg: MelanoGANConfig, image_size: int):
+    def __init__(self, name: str, cfg: MelanoGANConfig, image_size: int,
+                 projected: ProjectedConfig | None = None):
         self.spec, self.cfg, self.image_size = parse_model(name), cfg, image_size
         self.kind = self.spec.kind
         self.generator, self.discriminator = build_networks(self.kind, cfg, image_size)
+        self.projected = (projected or ProjectedConfig()) if self.spec.projected else None
+        if self.projected is not None:
+            from dermgan.models import projected as pj
+
+            self.discriminator = pj.build(self.projected, features=False)
         self.data_record: dict = {}  # what it was trained on (train_model fills it): resume must match it
 
     # -- helpers
@@ -147,11 +163,12 @@ class NoiseGANRecipe:
         return self.kind in ("lapgan", "ddgan-upsample", "ddgan-deconv")
 
     def _judge_pair(self, critic, real: list[torch.Tensor], fake: list[torch.Tensor]):
-        """D's outputs on real and generated inputs, one list entry per level (one for single-scale D)."""
+        """D's outputs on real and generated inputs, one list entry per level (per depth of a projected D; one
+        for a single-scale D)."""
         if self._multi_level():
             return critic.pair(real, fake)
         real_out, fake_out = critic.pair(real[0], fake[0])
-        return [real_out], [fake_out]
+        return _outputs(real_out), _outputs(fake_out)
 
     # -- what the training loop calls
     def generate(self, G: nn.Module, batch: torch.Tensor) -> list[torch.Tensor]:
@@ -166,14 +183,15 @@ class NoiseGANRecipe:
     def d_loss(self, critic, batch, outputs):
         real, fake = self._judge_pair(critic, self._real_inputs(batch), self._fake_inputs(batch, outputs))
         if self.kind == "furger-dcgan":
-            loss = smoothed_bce_d(real[0], fake[0], self.cfg.label_smoothing)
+            smoothing = self.cfg.label_smoothing
+            loss = torch.stack([smoothed_bce_d(r, f, smoothing) for r, f in zip(real, fake)]).mean()
         else:
             loss = losses.adversarial_d(real, fake, self.cfg.gan_loss)  # mean over levels
         return loss, {"d_adv": loss}
 
     def g_loss(self, critic, batch, outputs):
         inputs = self._fake_inputs(batch, outputs)
-        fake = critic.fake(inputs) if self._multi_level() else [critic.fake(inputs[0])]
+        fake = critic.fake(inputs) if self._multi_level() else _outputs(critic.fake(inputs[0]))
         mode = "vanilla" if self.kind == "furger-dcgan" else self.cfg.gan_loss
         loss = losses.adversarial_g(fake, mode)
         return loss, {"g_adv": loss}
@@ -184,17 +202,26 @@ class NoiseGANRecipe:
         return [to_uint8(G.synthesise(noises)), to_uint8(batch)]
 
     def metadata(self) -> dict:
-        return {"model": self.spec.name, "kind": self.kind, "melanoma_only": self.spec.melanoma_only,
+        meta = {"model": self.spec.name, "kind": self.kind, "melanoma_only": self.spec.melanoma_only,
                 "melanogan_config": dataclasses.asdict(self.cfg), "image_size": self.image_size,
                 "data": dict(self.data_record)}
+        if self.projected is not None:  # only then: other models' checkpoints keep their metadata
+            meta["projected"] = dataclasses.asdict(self.projected)
+        return meta
 
     def parameter_counts(self) -> dict[str, int]:
         return {"generator": count_parameters(self.generator),
                 "discriminator": count_parameters(self.discriminator)}
 
 
-def build(name: str, cfg: MelanoGANConfig, image_size: int) -> NoiseGANRecipe:
-    return NoiseGANRecipe(name, cfg, image_size)
+def _outputs(output) -> list[torch.Tensor]:
+    """A single-image D's output as a list of logit tensors (a projected D gives one per depth)."""
+    return list(output) if isinstance(output, (list, tuple)) else [output]
+
+
+def build(name: str, cfg: MelanoGANConfig, image_size: int, projected: ProjectedConfig | None = None
+          ) -> NoiseGANRecipe:
+    return NoiseGANRecipe(name, cfg, image_size, projected)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,7 +299,7 @@ def train_model(name: str, ctx, train_data, resume: bool = True, holdout_data=No
         raise ValueError(f"{name}: {len(images)} training images in {train_data.name}, fewer than one batch "
                          f"of {cfg.batch_size}; lower batch_size or use more data")
     with initial_weights(ctx.seed):
-        recipe = build(name, cfg, train_data.image_size)
+        recipe = build(name, cfg, train_data.image_size, ctx.profile.projected)
     recipe.data_record = {"dataset": train_data.name, "n_images": len(images), "sha1": data_hash(images)}
     folder = ctx.run_dir / "checkpoints" / name
     if resume:
@@ -302,8 +329,10 @@ def image_noise(G: nn.Module, rows, seed: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, device=None) -> np.ndarray:
-    """n generated images, uint8 (n, H, W, 3); G runs in eval mode (batch-norm running statistics)."""
+def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, device=None,
+                  first: int = 0) -> np.ndarray:
+    """n generated images, uint8 (n, H, W, 3): images first .. first + n - 1 of `seed` (a long series can be
+    drawn part by part); G runs in eval mode (batch-norm running statistics)."""
     if n < 1:
         raise ValueError(f"sample_images: n must be >= 1, got {n}")
     device = torch.device(device) if device is not None else next(G.parameters()).device
@@ -311,8 +340,8 @@ def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 64, dev
     G.eval()
     try:
         out = []
-        for start in range(0, n, batch_size):
-            noises = image_noise(G, range(start, min(n, start + batch_size)), seed)
+        for start in range(first, first + n, batch_size):
+            noises = image_noise(G, range(start, min(first + n, start + batch_size)), seed)
             out.append(to_uint8(G.synthesise([z.to(device) for z in noises])))
     finally:
         G.train(was_training)

@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from dermgan.data.sources.common import Catalogue, Problem, Problems
+from dermgan.runtime import progress
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError)
 EIGHT_BIT_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "CMYK", "YCbCr"})
@@ -258,7 +259,8 @@ def materialise(catalogue: Catalogue, size: int | None, problems: Problems):
     jobs = list(zip(table["image_path"].tolist(), masks))
     # PIL releases the GIL while decoding, so threads give real parallelism on the machine's cores.
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        loaded = list(pool.map(lambda job: load_record(job[0], job[1], size, catalogue.mask_threshold), jobs))
+        decoded = pool.map(lambda job: load_record(job[0], job[1], size, catalogue.mask_threshold), jobs)
+        loaded = list(progress(decoded, total=len(jobs), desc="reading images", leave=False))
     for item in loaded:
         problems.extend(item.problems)
     if catalogue.has_masks:

@@ -1,0 +1,62 @@
+"""benchmarks/run_all.py and _report: a user's `make benchmarks` writes under runs/benchmarks (git ignores
+it), the committed tables change only with --references, and a run says what it runs and for how long."""
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _report  # noqa: E402
+import run_all  # noqa: E402
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DERMGAN_HOME", str(tmp_path))
+    monkeypatch.delenv("DERMGAN_REFERENCES", raising=False)
+    importlib.reload(_report)  # it picks its folder when imported; run_all.main imports this module
+    yield tmp_path
+    monkeypatch.undo()
+    importlib.reload(_report)  # as it was for the other tests
+
+
+def test_results_go_under_runs_unless_the_run_refreshes_the_references(home, monkeypatch):
+    assert importlib.reload(_report).RESULTS == home / "runs" / "benchmarks" / "results"
+    monkeypatch.setenv("DERMGAN_REFERENCES", "1")
+    assert importlib.reload(_report).RESULTS == ROOT / "benchmarks" / "results"
+
+
+def test_the_plan_names_the_benchmarks_and_their_duration_last_time():
+    timed = run_all.plan_text(["a.py", "b.py"], {"a.py": 100.0, "b.py": 50.0}, Path("/r"))
+    assert timed == ("benchmarks: a.py, b.py\nexpected duration: about 2 min 30 s (their times last run)\n"
+                     "results: /r")
+    partly = run_all.plan_text(["a.py", "c.py"], {"a.py": 100.0}, Path("/r"))
+    assert "at least 1 min 40 s (1 of them not timed yet)" in partly
+    assert run_all.UNTIMED in run_all.plan_text(["c.py"], {}, Path("/r"))
+
+
+def committed(folder: str) -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--", folder], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_a_users_run_writes_tables_timings_and_readme_under_runs_and_leaves_the_references(home, capsys):
+    before = committed("benchmarks")
+    run_all.main(["--only", "notebook_times.py"])
+    out = capsys.readouterr().out
+    results = home / "runs" / "benchmarks" / "results"
+    assert out.startswith(f"benchmarks: notebook_times.py\nexpected duration: ")
+    assert f"results: {results}" in out and "== notebook_times.py" in out
+    assert (results / "notebook_times.md").is_file()
+    assert (home / "runs" / "benchmarks" / "README.md").is_file()
+    timings = json.loads((results / "timings.json").read_text())
+    assert list(timings) == ["full"] and timings["full"]["notebook_times.py"] > 0
+    assert committed("benchmarks") == before
+    run_all.main(["--only", "notebook_times.py"])  # the second run knows how long the first took
+    assert "expected duration: about" in capsys.readouterr().out
