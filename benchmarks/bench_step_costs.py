@@ -1,25 +1,29 @@
-"""Issue 29: what one unit of work costs at a profile's real sizes, the table `python -m dermgan list --profile`
-reads its time and memory estimates from (dermgan.estimate).
+"""Issue 29: what one unit of work costs at a profile's sizes: the table that `python -m dermgan list
+--profile` (dermgan.estimate) prices each notebook with.
 
     python benchmarks/bench_step_costs.py [--profile paper] [--steps 2] [--units dermgan/dermgan ...]
+    python benchmarks/bench_step_costs.py --import-cuda     # the H100 DermGAN step of cuda_train_step.json
 
-Each unit runs in a fresh child process, one after another (so its peak memory is its own and units never share
-the CPU), on the device at hand (CPU here: one torch thread, see the venv's OMP_NUM_THREADS), at the profile's
-image size, widths and batch sizes, on a small synthetic dataset rendered at that size:
+Each unit runs in a fresh child process, one after another (so that its peak memory is its own), on the device
+at hand (the CPU here: one torch thread, the venv's OMP_NUM_THREADS), at the profile's image size, widths and
+batch sizes, on a small synthetic dataset rendered at that size:
 
-    <family>/<model>      one GAN training step through dermgan.train's loop (D step, G step, critic, EMA); the
-                          time between the loop's step callbacks after one warm-up step; the run is stopped
-                          before its final checkpoint, so no save is timed
+    <family>/<model>      one GAN training step through dermgan.train's loop (D step, G step, critic, EMA),
+                          timed between the loop's step callbacks after a warm-up step; the run stops before its
+                          final checkpoint, so no save is timed (dermgan/*, oasis/oasis, melanogan/*,
+                          lesion_edit/*)
     classifier/<arch>     one training step of a classifier (AdamW, cross-entropy) at the classifier batch
     inception             Inception features of one batch at the metrics section's batch and precision
-    sample/<model>        the evaluated generator on one batch (dermgan.models.dermgan.generate, melanogan
-                          sample_images)
+    sample/<family>       a generator on one batch of 64 in eval mode (dermgan.models.dermgan.generate,
+                          melanogan sample_images)
     render                the synthetic renderer, per image
 
-Every unit records seconds per step (and per image), the batch, the peak memory of its process (resident set
-on the CPU, allocated GPU memory on CUDA) and the load average of the machine while it ran: the numbers are of
-this machine under that load. Results go to benchmarks/results/step_costs.{json,md}; a run on another device
-adds or replaces that device's entry and keeps the others.
+The cost of a unit is its process (CPU) time on the CPU, which is the wall time of one thread with a core to
+itself however loaded the machine is (a shared 2-core machine gives a niced benchmark a fraction of a core:
+its wall time says more about the neighbours than about the work), and its synchronised wall time on a GPU.
+Both are recorded, with the batch, seconds per image, the peak memory of the unit's process (resident set on the
+CPU, allocated GPU memory on CUDA) and the 1-minute load average while it ran. Results go to
+benchmarks/results/step_costs.{json,md}; a run on another device adds or replaces that device's entry.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def default_units() -> list[str]:
     from dermgan.models import lesion_edit as le
     from dermgan.models import melanogan as mg
 
-    return ([f"dermgan/{name}" for name in ("dermgan", "pix2pix")]
+    return ([f"dermgan/{name}" for name in ("dermgan", "pix2pix", "dermgan-projected")] + ["oasis/oasis"]
             + [f"melanogan/{kind}" for kind in mg.KINDS]
             + [f"lesion_edit/{name}" for name in le.METHODS]
             + ["classifier/resnet18", "classifier/small", "inception", "sample/dermgan", "sample/melanogan",
@@ -81,12 +85,17 @@ def loop_unit(family: str, model: str, profile, data, steps: int, device: str) -
     from dermgan.models import dermgan as dg
     from dermgan.models import lesion_edit as le
     from dermgan.models import melanogan as mg
-    from dermgan.train import initial_weights, train
+    from dermgan.train import initial_weights, loop_settings, train
 
     with initial_weights(0):
         if family == "dermgan":
-            recipe = dg.build(model, profile.dermgan, data.image_size, len(data.classes))
+            recipe = dg.build(model, profile.dermgan, data.image_size, len(data.classes), profile.projected)
             dataset, config = dg.training_dataset(data, recipe, steps + 1, 0), dg.train_config(profile.dermgan)
+        elif family == "oasis":
+            from dermgan.models.oasis import OASISRecipe
+
+            recipe = OASISRecipe(profile.oasis, data.image_size, len(data.classes))
+            dataset, config = dg.training_dataset(data, recipe, steps + 1, 0), loop_settings(profile.oasis, 0)
         elif family == "melanogan":
             recipe = mg.build(model, profile.melanogan, data.image_size)
             dataset = mg.ImageDataset(mg.training_images(model, data))
@@ -100,7 +109,7 @@ def loop_unit(family: str, model: str, profile, data, steps: int, device: str) -
 
     def on_step(done):
         synchronise(device)
-        stamps.append(time.perf_counter())
+        stamps.append((time.perf_counter(), time.process_time()))
         if done > steps:
             raise _Enough
 
@@ -109,8 +118,23 @@ def loop_unit(family: str, model: str, profile, data, steps: int, device: str) -
             train(recipe, dataset, config, folder, resume=False, on_step=on_step)
         except _Enough:
             pass
-    seconds = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    return {"s_per_step": seconds, "batch": config.batch_size, "steps_timed": len(stamps) - 1}
+    (wall0, cpu0), (wall1, cpu1) = stamps[0], stamps[-1]
+    n = len(stamps) - 1
+    return {"wall_s_per_step": (wall1 - wall0) / n, "cpu_s_per_step": (cpu1 - cpu0) / n, "batch": config.batch_size,
+            "steps_timed": n}
+
+
+def timed(run, steps: int, device: str) -> dict:
+    """Median wall and CPU seconds of `run()` over `steps` calls after a first (warm-up) one."""
+    walls, cpus = [], []
+    for _ in range(steps + 1):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        synchronise(device)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return {"wall_s_per_step": float(np.median(walls[1:])), "cpu_s_per_step": float(np.median(cpus[1:])),
+            "steps_timed": steps}
 
 
 def classifier_unit(architecture: str, profile, data, steps: int, device: str) -> dict:
@@ -127,16 +151,14 @@ def classifier_unit(architecture: str, profile, data, steps: int, device: str) -
     rows = np.arange(cfg.batch_size) % len(data)
     images = to_model(np.asarray(data.images)[rows]).to(device)
     labels = torch.as_tensor(data.table["label"].to_numpy()[rows]).to(device)
-    times = []
-    for _ in range(steps + 1):
-        began = time.perf_counter()
+
+    def step():
         loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        synchronise(device)
-        times.append(time.perf_counter() - began)
-    return {"s_per_step": float(np.median(times[1:])), "batch": cfg.batch_size, "steps_timed": steps}
+
+    return {**timed(step, steps, device), "batch": cfg.batch_size}
 
 
 def inception_unit(profile, data, steps: int, device: str) -> dict:
@@ -145,14 +167,9 @@ def inception_unit(profile, data, steps: int, device: str) -> dict:
     cfg = profile.metrics
     extractor = get_extractor("inception")
     images = np.asarray(data.images)[np.arange(cfg.batch_size) % len(data)]
-    times = []
-    for _ in range(steps + 1):
-        began = time.perf_counter()
-        extract_features(images, extractor, cfg.batch_size, device, precision=cfg.inception_precision)
-        synchronise(device)
-        times.append(time.perf_counter() - began)
-    return {"s_per_step": float(np.median(times[1:])), "batch": cfg.batch_size, "steps_timed": steps,
-            "precision": cfg.inception_precision}
+    return {**timed(lambda: extract_features(images, extractor, cfg.batch_size, device,
+                                             precision=cfg.inception_precision), steps, device),
+            "batch": cfg.batch_size, "precision": cfg.inception_precision}
 
 
 def sample_unit(family: str, profile, data, steps: int, device: str) -> dict:
@@ -172,22 +189,17 @@ def sample_unit(family: str, profile, data, steps: int, device: str) -> dict:
         else:
             G = mg.build("dcgan", profile.melanogan, data.image_size).generator.to(device)
             run = lambda: mg.sample_images(G, batch, 0, batch, device)  # noqa: E731
-    times = []
-    for _ in range(steps + 1):
-        began = time.perf_counter()
-        run()
-        synchronise(device)
-        times.append(time.perf_counter() - began)
-    return {"s_per_step": float(np.median(times[1:])), "batch": batch, "steps_timed": steps}
+    return {**timed(run, steps, device), "batch": batch}
 
 
 def render_unit(profile, steps: int) -> dict:
     from dermgan.data.dataset import make_synthetic
 
-    n = 16
-    began = time.perf_counter()
+    n = 16  # one worker: in this process, so that its CPU time counts
+    wall, cpu = time.perf_counter(), time.process_time()
     make_synthetic(profile.data.image_size, n, 1, val_fraction=0.0, test_fraction=0.0, workers=1)
-    return {"s_per_step": (time.perf_counter() - began) / n, "batch": 1, "steps_timed": n}
+    return {"wall_s_per_step": (time.perf_counter() - wall) / n, "cpu_s_per_step": (time.process_time() - cpu) / n,
+            "batch": 1, "steps_timed": n}
 
 
 def synchronise(device: str) -> None:
@@ -207,7 +219,7 @@ def measure_unit(unit: str, profile_name: str, steps: int, device: str) -> dict:
         row = render_unit(profile, steps)
     else:
         data = small_dataset(profile)
-        if family in ("dermgan", "melanogan", "lesion_edit"):
+        if family in ("dermgan", "oasis", "melanogan", "lesion_edit"):
             row = loop_unit(family, model, profile, data, steps, device)
         elif family == "classifier":
             row = classifier_unit(model, profile, data, steps, device)
@@ -217,6 +229,9 @@ def measure_unit(unit: str, profile_name: str, steps: int, device: str) -> dict:
             row = sample_unit(model, profile, data, steps, device)
         else:
             raise SystemExit(f"unknown unit {unit!r}")
+    # The cost of a unit: on a GPU its wall time (synchronised); on the CPU its process time, which is the wall
+    # time of one thread with a core to itself whatever else the machine runs (data loader workers not counted)
+    row["s_per_step"] = row["wall_s_per_step"] if torch.device(device).type == "cuda" else row["cpu_s_per_step"]
     row["s_per_image"] = row["s_per_step"] / row["batch"]
     if torch.device(device).type == "cuda":
         row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -275,7 +290,8 @@ def main(argv=None) -> None:
         row["load_1min"] = round((load_before + os.getloadavg()[0]) / 2, 2)  # mean of before and after
         row["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         measured[unit] = row
-        print(f"{unit}: {row['s_per_step']:.3g} s/step (batch {row['batch']}), {row['peak_mb']:.0f} MB peak, "
+        print(f"{unit}: {row['s_per_step']:.3g} s/step (wall {row['wall_s_per_step']:.3g}; batch {row['batch']}), "
+              f"{row['peak_mb']:.0f} MB peak, "
               f"load {row['load_1min']}", flush=True)
     record["devices"][device_key(device)] = {
         "profile": args.profile, "machine": _report.machine(), "torch_threads": torch.get_num_threads(),
@@ -289,7 +305,8 @@ def cuda_train_step_entry() -> dict:
     measured = json.loads((_report.RESULTS / "cuda_train_step.json").read_text())
     bf16 = next(row for row in measured["rows"] if row["mode"] == "bf16")
     batch = round(bf16["img/s"] * bf16["s/step"])
-    unit = {"s_per_step": bf16["s/step"], "batch": batch, "s_per_image": bf16["s/step"] / batch,
+    unit = {"s_per_step": bf16["s/step"], "wall_s_per_step": bf16["s/step"], "batch": batch,
+            "s_per_image": bf16["s/step"] / batch,
             "peak_mb": bf16["peak GB"] * 1024, "peak_of": "allocated GPU memory", "load_1min": None,
             "steps_timed": 270}
     return {f"cuda:{measured['machine']['cuda']}": {
@@ -300,16 +317,17 @@ def cuda_train_step_entry() -> dict:
 
 
 def write(record: dict) -> None:
-    rows = [{"device": key, "unit": unit, **{k: row.get(k) for k in ("s_per_step", "batch", "s_per_image", "peak_mb",
-                                                                     "load_1min")}}
+    keys = ("s_per_step", "wall_s_per_step", "batch", "s_per_image", "peak_mb", "load_1min")
+    rows = [{"device": key, "unit": unit, **{k: row.get(k) for k in keys}}
             for key, entry in record["devices"].items() for unit, row in entry["units"].items()]
-    notes = ("Per unit: seconds per step (a GAN step through the loop after a warm-up step, no checkpoint timed; "
-             "a classifier or Inception batch; a sampling batch of 64; one rendered image), its batch, seconds "
-             "per image, peak memory of the unit's own process (CPU: resident set, torch included; CUDA: "
-             "allocated GPU memory) and the 1-minute load average while it ran. Numbers hold for that machine "
-             "under that load; dermgan.estimate multiplies them by the profile's counts.")
+    notes = ("s_per_step: a GAN step through the loop after a warm-up step (no checkpoint timed), a classifier "
+             "or Inception batch, a sampling batch of 64, one rendered image; CPU time on a CPU (one thread), "
+             "synchronised wall time on a GPU; wall_s_per_step beside it (on a shared CPU it includes waiting "
+             "for a core). peak_mb: the unit's own process (CPU: resident set, torch included; CUDA: allocated "
+             "GPU memory). load_1min: the machine's load average while it ran. dermgan.estimate multiplies "
+             "s_per_step by the profile's counts.")
     _report.write("step_costs", "Cost of one unit of work at the profile's sizes (dermgan list --profile)",
-                  rows, ["device", "unit", "s_per_step", "batch", "s_per_image", "peak_mb", "load_1min"],
+                  rows, ["device", "unit", *keys],
                   notes=notes, extra={"devices": record["devices"]})
 
 
