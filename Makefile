@@ -10,7 +10,8 @@ ARGS ?=
 BIN := $(VENV)/bin
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup browser reproduce references test unit nbval benchmarks benchmark-references lab clean-runs
+.PHONY: setup browser reproduce references test unit nbval test-paper benchmarks benchmark-references lab \
+	clean-runs
 
 setup: $(VENV)/.installed
 
@@ -47,7 +48,13 @@ references: setup
 test: setup browser unit nbval
 
 unit: setup
-	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q tests
+	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q -m "not paper" tests
+
+# The paper profile's full-size dry run (every notebook at 256 px, the papers' widths, counts cut to a handful;
+# tests/test_paper.py): tens of minutes on 2 cores, so not part of `make test`. Run it after changing notebooks
+# or models, and before a GPU run.
+test-paper: setup
+	DERMGAN_BATCH=1 $(BIN)/python -m pytest -q -m paper tests
 
 # The committed references, re-executed in a run folder of their own (runs/nbval, made afresh), so that
 # nothing a user ran before, in runs/smoke or elsewhere, takes part.

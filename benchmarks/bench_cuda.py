@@ -14,9 +14,11 @@ another in one process:
     bf16 + cl + compile  both
     bf16 + cudnn.benchmark  bf16 with cuDNN's autotuner on (the sizes never change in training)
 
-and, beside them, the same bf16 step written plainly (`bench_train_step.plain_step`) on batches already on
-the GPU with no host synchronisation between steps: the rate the GPU alone sets, against which the loop's
-overhead (its data loader, and its one host sync per step for the loss log and the finiteness check) shows.
+and, beside them, the plain bf16 run of the same math (`bench_train_step.plain_steps`: the loop's own step,
+`dermgan.train._step`, with the profile's critic, LR schedule and EMA) on batches already on the GPU, with no
+data loader and no loss readout: the rate the GPU alone sets. "vs plain" is each mode's s/step over it; for
+"bf16" (the loop's CUDA default) that is the loop's overhead: its data loader and batch prefetch, and its loss
+readout every `log_every` steps (target <= 1.05).
 
 Per mode: the median seconds per step after `--warmup` steps (the first steps pay cuDNN autotuning and, with
 compile, the compilation, reported apart as "first steps s"), images/s, peak allocated GPU memory, and the mean
@@ -38,12 +40,12 @@ from pathlib import Path
 import torch
 
 from dermgan.config import get_profile
-from dermgan.models.dermgan import build, train_config
+from dermgan.models.dermgan import train_config
 from dermgan.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
-from bench_train_step import adam_pair, fake_batches, plain_step  # noqa: E402
+from bench_train_step import batches_in_memory, config_for, fake_batches, plain_steps, recipe_for  # noqa: E402
 
 MODES = {  # name -> (amp, channels_last, compile, cudnn.benchmark)
     "fp32": ("off", False, False, False),
@@ -64,8 +66,7 @@ def mean_losses(log_path: Path, last: int) -> dict:
 
 def paper_recipe():
     profile = get_profile("paper")
-    torch.manual_seed(0)
-    return build("dermgan", profile.dermgan, profile.data.image_size), profile
+    return recipe_for(profile.data.image_size, "paper")[0], profile
 
 
 def train_mode(name: str, steps: int, warmup: int, data) -> dict:
@@ -77,7 +78,7 @@ def train_mode(name: str, steps: int, warmup: int, data) -> dict:
     stamps = {}
 
     def on_step(step_done):
-        if step_done in (warmup, steps):  # the loop syncs the host every step already (loss values)
+        if step_done in (warmup, steps):
             torch.cuda.synchronize()
             stamps[step_done] = time.perf_counter()
 
@@ -98,24 +99,21 @@ def train_mode(name: str, steps: int, warmup: int, data) -> dict:
 
 
 def plain_mode(steps: int, warmup: int, data) -> dict:
-    """The bf16 step written plainly, batches resident on the GPU, no host sync per step."""
+    """The loop's bf16 math (plain_steps) on batches resident on the GPU: no loader, no readout until the end."""
     recipe, profile = paper_recipe()
     device = torch.device("cuda")
-    for net in (recipe.generator, recipe.discriminator):
-        net.to(device)
-    opt_g, opt_d = adam_pair(recipe, profile.dermgan)
-    tensors = [t.to(device) for t in data.tensors]
-    g = torch.Generator().manual_seed(0)
-    torch.cuda.reset_peak_memory_stats()
-    for step in range(steps):
-        if step == warmup:
+    config = config_for(profile.dermgan, steps, profile.dermgan.batch_size, "cuda", amp="bf16")
+    stamps = {}
+
+    def on_step(step):
+        if step + 1 in (warmup, steps):
             torch.cuda.synchronize()
-            began = time.perf_counter()
-        index = torch.randperm(len(data), generator=g)[:profile.dermgan.batch_size].to(device)
-        plain_step(recipe, opt_g, opt_d, [t[index] for t in tensors], bf16=True)
-    torch.cuda.synchronize()
-    s = (time.perf_counter() - began) / (steps - warmup)
-    return {"mode": "plain bf16 (GPU-resident batches, no host sync)", "s/step": s,
+            stamps[step + 1] = time.perf_counter()
+
+    torch.cuda.reset_peak_memory_stats()
+    plain_steps(recipe, config, batches_in_memory(data, config, device), device, "bf16", on_step)
+    s = (stamps[steps] - stamps[warmup]) / (steps - warmup)
+    return {"mode": "plain bf16 (the loop's step on GPU-resident batches, no loader or readout)", "s/step": s,
             "img/s": profile.dermgan.batch_size / s, "peak GB": torch.cuda.max_memory_allocated() / 2**30}
 
 
@@ -137,7 +135,8 @@ def main(argv=None) -> None:
     fp32 = next((r for r in rows if r["mode"] == "fp32"), None)
     for row in rows:
         row["x fp32"] = fp32["s/step"] / row["s/step"] if fp32 else float("nan")
-    columns = ["mode", "s/step", "x fp32", "img/s", "first steps s", "peak GB"]
+        row["vs plain"] = row["s/step"] / rows[-1]["s/step"]
+    columns = ["mode", "s/step", "vs plain", "x fp32", "img/s", "first steps s", "peak GB"]
     columns += [c for c in rows[0] if c.startswith("mean ")]
     _report.write(
         "cuda_train_step",
@@ -147,6 +146,7 @@ def main(argv=None) -> None:
         notes=f"{args.steps} steps per mode through dermgan.train; s/step = mean over the steps after {args.warmup} "
               "warm-up steps (their wall time, setup included, is 'first steps s': cuDNN autotuning and, with "
               "compile, the compilation). cl = channels_last. Loss columns: means over the last 100 steps. "
+              "vs plain: s/step over the plain run of the loop's own math on GPU-resident batches. "
               "A GAN's trajectory is chaotic, so these compare training behaviour, not bits; and dropout draws "
               "its mask in memory order, so a channels_last run drops other units than a contiguous one from "
               "the first step on (with dropout 0 the two agree to 1e-5 at step 1, checked on the CPU).")

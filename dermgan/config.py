@@ -139,10 +139,14 @@ class DataConfig:
     real_images: int | None = None
     val_fraction: float = 0.15  # for datasets that ship no splits of their own
     test_fraction: float = 0.15
+    # A real dataset is never enlarged unasked: image_size is the profile's largest size, lowered to the largest
+    # power of two its images hold without upsampling (dermgan.data.sizes); an image_size asked for explicitly
+    # beyond that is refused, unless this is true
+    allow_upsampling: bool = False
 
     def __post_init__(self):
         _validate(self, "data", image_size=IMAGE_SIZE, n_images=AT_LEAST_1, val_fraction=FRACTION,
-                  test_fraction=FRACTION, real_images=or_none(AT_LEAST_1))
+                  test_fraction=FRACTION, real_images=or_none(AT_LEAST_1), allow_upsampling=FLAG)
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"data.val_fraction + data.test_fraction must be < 1 (training needs images), got "
                              f"{self.val_fraction} + {self.test_fraction}")
@@ -324,9 +328,10 @@ class LesionEditConfig(CriticConfig):
     n_eval: int = 0  # held-out test images edited per method (0 = the whole test split)
     classifier_epochs: int = 3  # the small classifier that checks added conditions (~1 min per epoch at cpu)
     ema_decay: float = 0.0  # EMA of the generators (0 = off); the evaluated generators are the EMA when kept
+    num_workers: int = 0  # data loader processes (EditDataset reads the memory-mapped cache: fork-safe)
 
     def rules(self) -> dict:
-        return dict(base_filters=AT_LEAST_1, n_res_blocks=AT_LEAST_0, norm=NORM, d_layers=AT_LEAST_1,
+        return dict(num_workers=AT_LEAST_0, base_filters=AT_LEAST_1, n_res_blocks=AT_LEAST_0, norm=NORM, d_layers=AT_LEAST_1,
                     gan_loss=GAN_LOSS, steps=AT_LEAST_1, batch_size=AT_LEAST_1, lr=POSITIVE, beta1=BELOW_1,
                     decay_start=FRACTION, lambda_relevancy=NON_NEGATIVE, lambda_pixel=NON_NEGATIVE,
                     lambda_cycle=NON_NEGATIVE, lambda_identity=NON_NEGATIVE, checkpoint_every=AT_LEAST_0,
@@ -517,9 +522,20 @@ class TuringConfig:
 
 
 @dataclass(frozen=True)
+class ControllabilityConfig:
+    """Notebook 06 (dermgan.controllability): lesions placed by the map, checked on the generated image."""
+
+    n_probe: int = 200  # random placement requests
+
+    def __post_init__(self):
+        _validate(self, "controllability", n_probe=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     device_hint: str  # what the profile was sized for: "cpu" or "cuda"
+    publish: bool = True  # 09 copies its figures and tables to figures/<profile>/ (off for CI's and dry runs)
     data: DataConfig = field(default_factory=DataConfig)
     dermgan: DermGANConfig = field(default_factory=DermGANConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
@@ -531,6 +547,7 @@ class Profile:
     oasis: OASISConfig = field(default_factory=OASISConfig)
     projected: ProjectedConfig = field(default_factory=ProjectedConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    controllability: ControllabilityConfig = field(default_factory=ControllabilityConfig)
 
     def replace(self, **sections) -> "Profile":
         """A copy with single fields overridden: `profile.replace(data={"image_size": 32})`.
@@ -565,6 +582,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         device_hint="cpu",
+        publish=False,
         data=DataConfig(image_size=32, n_images=400),
         dermgan=DermGANConfig(base_filters=8, steps=30, batch_size=8, checkpoint_every=15, sample_every=15,
                               log_every=5, ablation=False, ablation_steps=10, seeds=2),
@@ -582,6 +600,7 @@ PROFILES: dict[str, Profile] = {
                           checkpoint_every=5, sample_every=5, log_every=5),
         projected=ProjectedConfig(backbone="random", input_size=32, mix_channels=8, head_filters=8),
         compare=CompareConfig(seeds=1),
+        controllability=ControllabilityConfig(n_probe=48),
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
                    # issue 10: the main dermgan 3,000 steps (8.6 epochs); the ablation table 3 seeds x 250 steps;
@@ -607,7 +626,8 @@ PROFILES: dict[str, Profile] = {
         augmentation=AugmentationConfig(seeds=5, input_size=224, train_from=0, epochs=30, n_bootstrap=2000),
         turing=TuringConfig(n_per_model=25, n_bootstrap=2000, c2st_steps=3000),
         lesion_edit=LesionEditConfig(base_filters=64, n_res_blocks=9, steps=100_000, batch_size=1,
-                                     checkpoint_every=5000, sample_every=2500, log_every=100, classifier_epochs=30),
+                                     checkpoint_every=5000, sample_every=2500, log_every=100, classifier_epochs=30,
+                                     num_workers=4),
         melanogan=MelanoGANConfig(steps=50_000, base_filters=32, max_filters=1024, pyramid_levels=4,
                                   level_filters=64, furger_filters=512, furger_d_filters=32,
                                   checkpoint_every=5000, sample_every=2500, log_every=100, num_workers=4),
@@ -617,6 +637,51 @@ PROFILES: dict[str, Profile] = {
         projected=ProjectedConfig(input_size=224, mix_channels=64, head_filters=64),
     ),
 }
+
+
+# The dry run of a profile (`python -m dermgan run --profile paper --dry-run`): every notebook at the profile's image
+# size, widths, depths and architectures and with its settings (KID subset size, Inception precision, Turing
+# images per model, data loader workers, ...), with every count of work cut to a handful: steps, epochs, seeds,
+# samples, bootstrap replicates, and the batches of the GANs (a batch is a count of images, not a shape: the loop
+# runs the same code at 2 as at 16). It finds what breaks at full size in minutes on a CPU; how much memory and
+# time the real run needs is `python -m dermgan list --profile paper` (dermgan.estimate), from measured costs.
+DRY_RUN_CUTS = {
+    "data": {"n_images": 240, "real_images": 400},  # 240 synthetic images: every class in every split
+    "dermgan": {"steps": 2, "batch_size": 2, "ablation_steps": 1, "seeds": 2, "n_eval": 32},
+    "classifier": {"epochs": 1},
+    "metrics": {"n_samples": 48, "n_bootstrap": 20, "ssim_pairs": 20, "min_group": 5},
+    "augmentation": {"seeds": 2, "epochs": 1, "n_bootstrap": 50},
+    "turing": {"n_bootstrap": 50, "c2st_steps": 4},
+    "lesion_edit": {"steps": 2, "n_eval": 16, "classifier_epochs": 1},
+    "melanogan": {"steps": 2, "batch_size": 2},
+    "controllability": {"n_probe": 8},
+}
+DRY_SUFFIX = "-dry"
+
+
+def dry_run_of(profile: Profile) -> Profile:
+    """`profile` with DRY_RUN_CUTS applied (a cut never raises a count), named <name>-dry, not published."""
+    cuts = {section: {name: min(value, getattr(getattr(profile, section), name) or value)
+                      for name, value in values.items()} for section, values in DRY_RUN_CUTS.items()}
+    return dataclasses.replace(profile.replace(**cuts), name=profile.name + DRY_SUFFIX, publish=False)
+
+
+PROFILES["paper" + DRY_SUFFIX] = dry_run_of(PROFILES["paper"])
+
+
+def is_dry_run(name: str) -> bool:
+    return name.endswith(DRY_SUFFIX)
+
+
+def dry_run_name(name: str) -> str:
+    """The dry run of profile `name` ('paper' -> 'paper-dry'); a profile without one is an error naming those
+    that have one."""
+    if is_dry_run(name) and name in PROFILES:
+        return name
+    if name + DRY_SUFFIX not in PROFILES:
+        having = ", ".join(p for p in PROFILES if p + DRY_SUFFIX in PROFILES)
+        raise ValueError(f"profile {name!r} has no dry run; --dry-run is for: {having}")
+    return name + DRY_SUFFIX
 
 
 def get_profile(name: str) -> Profile:

@@ -447,20 +447,36 @@ def refuse_bad_request(request: Request, notebooks: list[Path], plan: Plan) -> N
                         "unless capped by real_images (-p real_images=N)")
     if plan.series is not None:  # the data settings are valid: check the data and the run dir's record
         resolved = get_profile(request.profile).replace(data=plan.series)
-        identity = run_identity(resolved, request.seed, request.dataset, request.data_root)
-        attempt(problems, "", check_run_dir, request.run_dir, identity)
         readable = request.dataset == "synthetic" or request.data_root is not None
         if dataset_known(request.dataset) and readable:
             records = attempt(problems, "", read_run_records, request, resolved.data)
             records = None if records is REFUSED else records
         if records is not None:
+            resolved = settle_image_size(plan, resolved, request, records, problems)
             problems += data_problems(records, resolved.data, request)
+        identity = run_identity(resolved, request.seed, request.dataset, request.data_root)
+        attempt(problems, "", check_run_dir, request.run_dir, identity)
     for notebook in notebooks:
         if plan.profiles[notebook] is not None:
             problems += notebook_problems(notebook, plan.declared[notebook], plan.parameters[notebook],
                                           plan.profiles[notebook], records, request)
     if problems:
         raise RunRefused(problems)
+
+
+def settle_image_size(plan: Plan, resolved: Profile, request: Request, records: Records,
+                      problems: list[str]) -> Profile:
+    """A real dataset's image size (dermgan.data.sizes): the profile's lowered to what its images hold, recorded
+    in plan.series so that run.json and the manifest carry it; an explicit one larger than the images is a
+    problem unless upsampling is allowed."""
+    from dermgan.data.sizes import fit_image_size
+
+    fitted = attempt(problems, "", fit_image_size, resolved, request.dataset, request.data_root,
+                     "image_size" in plan.series, records.table)
+    if fitted is REFUSED or fitted.data.image_size == resolved.data.image_size:
+        return resolved
+    plan.series = {**plan.series, "image_size": fitted.data.image_size}
+    return fitted
 
 
 def setting_problems(request: Request) -> list[str]:
@@ -632,11 +648,6 @@ def check_rare_classes(value: str | None, profile: Profile, records: Records | N
         rare_classes_of(records.name, records.classes, records.train(), value.split(",") if value else None)
 
 
-def check_n_probe(value: int | None, *context) -> None:
-    if value is not None and value < 1:  # 06 would take 0 for "the default" and run 200 requests
-        raise ValueError(f"n_probe must be an integer >= 1, or None for the default, got {value}")
-
-
 def check_model(value: str, profile: Profile, *context) -> None:
     from dermgan.models.dermgan import variants
 
@@ -662,8 +673,8 @@ def check_responses(value: str | None, profile: Profile, records, request: Reque
 
 # Checks of notebook parameters that no profile section range covers, by parameter name (whichever notebook
 # declares it); each raises ValueError with its one-line reason.
-PARAMETER_CHECKS = {"rare_classes": check_rare_classes, "n_probe": check_n_probe, "model": check_model,
-                    "weights": check_weights, "responses": check_responses}
+PARAMETER_CHECKS = {"rare_classes": check_rare_classes, "model": check_model, "weights": check_weights,
+                    "responses": check_responses}
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -1359,8 +1370,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--references", action="store_true",
                      help="maintainers: refresh the references committed in the checkout (papermill_runs/"
                           "<profile>[-<dataset>], and figures/<profile> from 09) (default: off)")
-    command("list", "list the notebooks and their typed parameters",
-            "Each notebook and the parameters `run -p NAME=VALUE` can set, with types.")
+    run.add_argument("--dry-run", action="store_true",
+                     help="run the profile's dry run instead: paper-dry, the paper profile's sizes with every "
+                          "count cut to a handful, into runs/paper-dry[-<dataset>] (default: off)")
+    listing = command("list", "list the notebooks and their typed parameters, or with --profile their time "
+                              "and memory", "Each notebook and the parameters `run -p NAME=VALUE` can set, with "
+                      "types; with --profile, each notebook's expected time and peak memory on this device, from "
+                      "measured costs (dermgan.estimate).")
+    listing.add_argument("--profile", default=None, help="estimate this profile's series (default: none, list "
+                                                         "the parameters)")
+    listing.add_argument("--dataset", default="synthetic", help="with --profile: the data it would run on")
+    listing.add_argument("--data-root", default=None, help="with --profile: the real dataset's folder")
+    listing.add_argument("--device", default="auto", help="with --profile: the device to price (default: the "
+                                                          "one here)")
     train = command("train", "train one DermGAN variant without a notebook (works under torchrun)",
                     "Train one DermGAN variant as notebook 02 does, on one device or under torchrun (DDP).",
                     train_epilog)
@@ -1415,6 +1437,10 @@ def train_command(args) -> int:
 
 
 def list_command(args) -> int:
+    if args.profile is not None:
+        from dermgan.estimate import estimate_command
+
+        return estimate_command(args.profile, args.dataset, args.data_root, args.device, packaged_notebooks())
     for nb in list_notebooks(packaged_notebooks()):
         params = notebook_parameters(nb)
         own = [f"{p.name}: {p.type_name}" for p in params.values() if p.name not in COMMON_PARAMETERS]
@@ -1425,7 +1451,13 @@ def list_command(args) -> int:
 
 
 def run_command(args) -> int:
+    from dermgan.config import dry_run_name
+
     overrides = dict(parse_override(p) for p in args.parameter)
+    if args.dry_run and args.references:
+        raise PipelineError("a dry run is no reference: leave out --references or --dry-run")
+    if args.dry_run:
+        args.profile = dry_run_name(args.profile)
     get_profile(args.profile)
     root = project_root()
     if args.references and not is_checkout(root):

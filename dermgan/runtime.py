@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dermgan.config import Profile, get_profile
+from dermgan.config import DataConfig, Profile, get_profile
 
 if TYPE_CHECKING:
     import torch
@@ -367,6 +367,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 RUN_RECORD = "run.json"
+ADDED_DATA_FIELDS = ("allow_upsampling",)  # DataConfig fields newer than some run.json records (issue 29)
 
 
 class RunDirMismatch(ValueError):
@@ -409,10 +410,14 @@ def record_differences(recorded: dict, wanted: dict, prefix: str = "") -> list[s
 
 def check_run_dir(run_dir: Path, identity: dict) -> bool:
     """Refuse (RunDirMismatch) a run dir made with other settings, writing nothing; True when it has no record
-    yet (its first use)."""
+    yet (its first use). A data setting added to DataConfig after the record was written counts as its
+    default there (run.json files written before `allow_upsampling` existed stay valid)."""
     recorded = read_run_record(run_dir)
     if recorded is None:
         return True
+    if isinstance(recorded.get("data"), dict):
+        defaults = dataclasses.asdict(DataConfig())
+        recorded["data"] = {**{k: defaults[k] for k in ADDED_DATA_FIELDS}, **recorded["data"]}
     differences = record_differences(recorded, identity)
     if differences:
         raise RunDirMismatch(f"run dir {run_dir} was made with other settings ({'; '.join(differences)}); "
@@ -565,12 +570,17 @@ def start(profile: str = "cpu", run_dir: str | None = None, seed: int = 0, devic
     the folder with other ones is refused (RunDirMismatch), naming the difference. The process becomes the
     folder's one writer (`hold_run_dir`) until it ends, unless the pipeline that started it holds the folder.
     """
+    from dermgan.data.sizes import fit_image_size
+
     base = get_profile(profile)
     chosen_device = pick_device(device)
     # Created by claim_run_dir once every setting has been checked: a refused call leaves no folder behind.
     folder = resolve_run_dir(run_dir or f"runs/{run_name(profile, dataset)}", create=False)
+    explicit = (overrides.get("data") or {}).get("image_size") is not None
     overrides["data"] = adopt_recorded_data(folder, base, dict(overrides.get("data") or {}))
     resolved = base.replace(**overrides)
+    if explicit or "image_size" not in overrides["data"]:  # neither recorded in run.json nor taken from it
+        resolved = fit_image_size(resolved, dataset, data_root, explicit, log=print)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 holds the lock for every rank
         hold_run_dir(folder)  # until this process (command or kernel) ends
     claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))

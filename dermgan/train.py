@@ -817,7 +817,7 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
         np.random.seed((cfg.seed + rank) % 2**32)
         torch.manual_seed(cfg.seed + rank)
     G_train, D_train = _wrap(state, cfg, device, world)
-    loader = _loader(dataset, cfg, start, rank, world, device)
+    loader = _on_device(_loader(dataset, cfg, start, rank, world, device), device, cfg.channels_last)
     show = rank == 0 and sample_dir is not None and cfg.sample_every > 0
     grid = _fixed_batch(dataset, cfg.n_sample_images) if show and hasattr(recipe, "sample_rows") else None
     probes = {"train": _fixed_batch(dataset, PROBE_IMAGES), "val": _fixed_batch(holdout, PROBE_IMAGES)} \
@@ -833,7 +833,6 @@ def _train(recipe, dataset, cfg: TrainConfig, checkpoint_dir: Path, log_path, sa
         for optimiser, lr in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
             for group in optimiser.param_groups:
                 group["lr"] = lr * factor
-        batch = _to_device(batch, device, cfg.channels_last)
         meter.add(step, _step(recipe, state, G_train, D_train, batch, step, autocast))
         if state.ema is not None:
             _ema_update(state.ema, state.G, cfg.ema_decay)
@@ -1012,6 +1011,41 @@ def _loader(dataset, cfg: TrainConfig, start: int, rank: int, world: int, device
         # (resume exactness)
         generator=torch.Generator().manual_seed(cfg.seed),
     )
+
+
+def _on_device(loader, device: torch.device, channels_last: bool):
+    """The loader's batches on `device`, each moved while the step before it runs.
+
+    On CUDA the copy of batch k + 1 (from pinned memory, non-blocking) is issued on a side stream before batch k
+    is handed to the step, so the copy overlaps the step's kernels instead of preceding them; the step's stream
+    waits for its batch's copy, and the batch's memory is marked as used by that stream so that the allocator
+    does not hand it out while the step still reads it. Elsewhere each batch is moved when it is needed (on the
+    CPU that is no copy at all). The batches and their order are the loader's.
+    """
+    if device.type != "cuda":
+        for batch in loader:
+            yield _to_device(batch, device, channels_last)
+        return
+    copies, compute = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    batches = iter(loader)
+
+    def issue():
+        host = next(batches, None)
+        if host is None:
+            return None
+        with torch.cuda.stream(copies):
+            return _to_device(host, device, channels_last)
+
+    def used_by_compute(tensor):
+        tensor.record_stream(compute)
+        return tensor
+
+    upcoming = issue()
+    while upcoming is not None:
+        compute.wait_stream(copies)
+        batch = _tree_map(used_by_compute, upcoming)
+        upcoming = issue()
+        yield batch
 
 
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:

@@ -13,6 +13,9 @@ import torch
 
 from dermgan import config, imageops, runtime
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_sources import make_ham  # noqa: E402  (the reader tests' HAM10000 fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,7 +55,7 @@ def test_pick_device_rejects_unknown_and_unavailable_devices():
 
 
 def test_unknown_profile_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown profile 'huge'.*cpu, paper, smoke"):
+    with pytest.raises(ValueError, match="unknown profile 'huge'.*cpu, paper, paper-dry, smoke"):
         config.get_profile("huge")
 
 
@@ -109,7 +112,7 @@ def test_ranges_accept_the_limits_and_every_shipped_profile():
     assert smoke.replace(data={"image_size": 512}).data.image_size == 512
     assert smoke.replace(dermgan={"dropout": 0.0, "decay_start": 1.0}).dermgan.dropout == 0.0
     assert smoke.replace(dermgan={"steps": np.int64(3)}).dermgan.steps == 3  # numpy integers are integers
-    assert set(config.PROFILES) == {"smoke", "cpu", "paper"}  # constructing them ran every check
+    assert set(config.PROFILES) == {"smoke", "cpu", "paper", "paper-dry"}  # constructing them ran every check
 
 
 def test_every_bad_value_of_a_request_is_named_at_once():
@@ -199,6 +202,7 @@ def test_outside_a_checkout_runs_go_to_the_working_directory_and_it_says_so(tmp_
 def test_default_run_dir_names_the_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("DERMGAN_HOME", str(tmp_path))
     assert runtime.start("smoke", device="cpu").run_dir == tmp_path / "runs" / "smoke"
+    make_ham(tmp_path / "ham")  # start reads its image headers: the image size depends on them
     ham = runtime.start("smoke", device="cpu", dataset="ham10000", data_root=str(tmp_path / "ham"))
     assert ham.run_dir == tmp_path / "runs" / "smoke-ham10000"
     with pytest.raises(ValueError, match="dataset name '../x'"):

@@ -73,7 +73,7 @@ def assert_names(problems: list[str], *parts: str) -> None:
     ({"n_per_model": "0"}, "08", "turing.n_per_model must be an integer >= 1, got 0"),
     ({"image_size": "16"}, None, "data.image_size must be a power of two in [32, 512]"),
     ({"rare_classes": "nosuch"}, "07", "rare_classes ['nosuch'] are not classes of synthetic"),
-    ({"n_probe": "0"}, "06", "06_controllability.ipynb: n_probe must be an integer >= 1"),  # 0 meant "200"
+    ({"n_probe": "0"}, "06", "06_controllability.ipynb: controllability.n_probe must be an integer >= 1, got 0"),
     ({"model": "foo"}, "06", "model 'foo' is not one 02 trains"),
     ({"responses": "no/such/folder"}, "08", "responses 'no/such/folder': no CSV files there"),
     ({"architecture": "resnet18", "weights": "no_such_weights.pt"}, "07", "weights 'no_such_weights.pt': no such file"),

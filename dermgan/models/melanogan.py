@@ -50,6 +50,11 @@ PROJECTED_SUFFIX = "-projected"
 PROJECTABLE_KINDS = ("dcgan", "furger-dcgan")  # single-image discriminators a projected D can replace
 MELANOMA_NAMES = ("melanoma", "mel")  # class names of melanoma in the synthetic set, ISIC and HAM10000
 GRID_SEED = 12345  # fixed noise of the training grids, so successive grids show the same latent points
+# MelanoGANs' colour-histogram (Jensen-Shannon divergence, Wasserstein distance) of each model against real ISIC
+# 2017 images at 256 px, as a third-party summary reports them (papers.md sec. 2.2): unverified, histogram
+# convention unstated; shown beside ours as orders of magnitude (notebook 03, benchmarks/gpu_paper_run.py).
+REPORTED_COLOUR = {"dcgan": (0.00458, 0.00821), "lapgan": (0.01420, 0.04098), "ddgan-upsample": (0.01099, 0.02509),
+                   "ddgan-deconv": (0.02183, 0.05410)}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import pandas as pd
 from dermgan.data.records import SkinData
 from dermgan.data.sources import challenges, dermamnist, tabular
 from dermgan.data.sources.common import Catalogue, Problem, Problems, SourceError
-from dermgan.data.sources.imaging import check_threshold, materialise
+from dermgan.data.sources.imaging import check_threshold, header_side, materialise
 from dermgan.data.splits import (
     DEFAULT_FRACTIONS,
     MIN_CLASS_IMAGES,
@@ -52,6 +52,7 @@ __all__ = [
     "SourceError",
     "SplitSummary",
     "grouped_split",
+    "image_side",
     "load_source",
     "read_records",
     "split_summary",
@@ -227,6 +228,27 @@ def read_records(name: str, root, **options) -> pd.DataFrame:
     if len(problems) or catalogue is None:
         raise SourceError(name, root, problems.items)
     return catalogue.table
+
+
+def image_side(name: str, root, table: pd.DataFrame | None = None, **options) -> int:
+    """The side of the largest square every image of the dataset holds without enlarging it (their smallest
+    side), from the image headers alone; `table`: its record table when already read (read_records), else it is
+    read with `options`. An in-memory source (DermaMNIST) gives its largest resolution. Raises SourceError with
+    the reader's problems, ValueError when no image header can be read."""
+    if table is None or "image_path" not in table:
+        from dermgan.config import MAX_IMAGE_SIZE
+
+        catalogue, problems = _catalogue(name, root, MAX_IMAGE_SIZE, options)  # DermaMNIST: its largest file
+        if len(problems) or catalogue is None:
+            raise SourceError(name, root, problems.items)
+        if catalogue.pixels is not None:
+            return int(min(catalogue.pixels.shape[1:3]))
+        table = catalogue.table
+    side = header_side(table["image_path"])
+    if side is None:
+        raise ValueError(f"{name}: no image under {root} can be opened; check the folder with "
+                         "dermgan.data.sources.verify")
+    return side
 
 
 def load_source(name: str, root, image_size: int, **options) -> SkinData:

@@ -223,6 +223,20 @@ def load_record(image_path: str, mask_path: str | None, size: int | None,
     return loaded
 
 
+def header_side(paths) -> int | None:
+    """The smallest side among the images at `paths`, read from their headers (no pixel is decoded): the side of
+    the largest centre square every one of them holds. Files that cannot be opened are left to `verify` and
+    `load_source`, which report them; None when none can."""
+    sides = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except (*_READ_ERRORS, Image.DecompressionBombError):
+            continue
+    return min(sides) if sides else None
+
+
 def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
     """In-memory images (already square for DermaMNIST) to size x size."""
     if pixels.shape[1:3] == (size, size):
