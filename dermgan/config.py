@@ -277,25 +277,22 @@ class AugmentationConfig:
     duplicate_cosine: float = 0.90
 
     def __post_init__(self):
-        _validate(self, "augmentation", architecture=one_of("efficientnet_lite0", "small", "resnet18"),
+        _validate(self, "augmentation", seeds=AT_LEAST_1,
+                  architecture=one_of("efficientnet_lite0", "small", "resnet18"),
+                  weights=or_none((lambda v: isinstance(v, str) and v != "", "a file name")),
                   input_size=(lambda v: _whole(v) and 32 <= v <= 512, "an integer in [32, 512]"),
                   train_from=(lambda v: _whole(v) and 0 <= v <= 8, "an integer in [0, 8] (a network stage)"),
-                  lr=POSITIVE, small_epochs=AT_LEAST_1,
-                  melanoma_keep=(lambda v: v is None or 0 < v < 1, "None or a number in (0, 1)"),
-                  keep_candidates=(lambda v: len(v) > 0 and all(0 < k < 1 for k in v),
+                  epochs=AT_LEAST_1, lr=POSITIVE, width=at_least(2, "SkinClassifier"), small_epochs=AT_LEAST_1,
+                  small_baseline=FLAG, max_ratio=POSITIVE,
+                  melanoma_keep=(lambda v: v is None or (_number(v) and 0 < v < 1),
+                                 "None or a number in (0, 1) (0 keeps nothing to top up)"),
+                  keep_candidates=(lambda v: len(v) > 0 and all(_number(k) and 0 < k < 1 for k in v),
                                    "a non-empty tuple of numbers in (0, 1)"),
-                  melanoma_gap=FRACTION, alpha=(lambda v: 0 < v < 1, "a number in (0, 1)"),
+                  melanoma_gap=FRACTION, n_bootstrap=AT_LEAST_1, alpha=(lambda v: 0 < v < 1, "a number in (0, 1)"),
                   power=(lambda v: 0 < v < 1, "a number in (0, 1)"), target_mde_recall=POSITIVE,
                   target_mde_balanced=POSITIVE, duplicate_bits=(lambda v: _whole(v) and 0 <= v <= 64,
                                                                 "an integer in [0, 64]"),
-                  duplicate_cosine=(lambda v: -1 <= v <= 1, "a number in [-1, 1]"))
-
-    def __post_init__(self):
-        _validate(self, "augmentation", seeds=AT_LEAST_1, architecture=one_of("small", "resnet18"),
-                  weights=or_none((lambda v: isinstance(v, str) and v != "", "a file name")),
-                  width=at_least(2, "SkinClassifier"), epochs=AT_LEAST_1, max_ratio=POSITIVE,
-                  melanoma_keep=(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (0 keeps nothing to "
-                                 "top up)"), n_bootstrap=AT_LEAST_1)
+                  duplicate_cosine=(lambda v: _number(v) and -1 <= v <= 1, "a number in [-1, 1]"))
         if self.weights is not None and self.architecture != "resnet18":
             raise ValueError(f"augmentation.weights is a ResNet-18 state dict, but architecture is "
                              f"{self.architecture!r}; set architecture to resnet18 or leave weights out")
