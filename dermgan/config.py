@@ -601,15 +601,20 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(name="cpu", device_hint="cpu",
                    # issue 10: the main dermgan 3,000 steps (8.6 epochs); the ablation table 3 seeds x 250 steps;
-                   # L1 and lesion L1 weights 10, not 100: in benchmarks/results/sweep_dermgan.md (400 steps) the
-                   # generated images' high-frequency energy rises 100 -> 30 -> 10 (0.109, 0.123, 0.158 of real)
-                   # and the discriminator loss moves towards balance (0.32, 0.42, 0.45), for +7 % held-out L1
+                   # L1 and lesion L1 weights 10, not 100: chosen before issue 28 by a 400-step sweep scored on
+                   # the TEST split (the removed benchmarks/sweep_dermgan.py): high-frequency energy 0.109 -> 0.158
+                   # of real, D loss 0.32 -> 0.45, for +7 % held-out L1. sweep_gan.py's l1-100 arm re-checks it on
+                   # the validation split
                    dermgan=DermGANConfig(steps=3000, ablation_steps=250, seeds=3, lambda_l1=10.0,
                                          lambda_lesion=10.0),
                    classifier=ClassifierConfig(width=32, epochs=8, batch_size=64),
-                   # Inception on 2 CPU cores in bf16: batch 8 ran 1.25x batch 32 (26.0 / 20.8 images/s, identical
-                   # features; benchmarks/results/metrics.md), and Inception is three quarters of 05's time
-                   metrics=MetricsConfig(batch_size=8)),
+                   # Inception batch 8: in bf16 it ran 1.25x batch 32 on the machine of benchmarks/results/metrics.md
+                   # (26.0 / 20.8 images/s); not re-measured in fp32, the precision every profile now uses
+                   metrics=MetricsConfig(batch_size=8),
+                   # 02's comparison (DermGAN, OASIS, projected D over seeds) at 3 seeds x 3,000 steps would cost
+                   # ~3.5 h here (OASIS 2.3x and the projected D 1.9x a DermGAN step of ~0.28 s on 1 thread);
+                   # 2 seeds x 1,000 steps ~48 min. Still the largest share of the series: see issue 28's budget
+                   compare=CompareConfig(seeds=2, steps=1000)),
     "paper": Profile(
         name="paper",
         device_hint="cuda",

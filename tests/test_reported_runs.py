@@ -181,5 +181,7 @@ def test_every_reported_series_is_current_and_one_clean_commit_of_its_training_c
     assert problems == [], "\n".join(problems)
 
 
-def test_the_synthetic_series_are_reported():
-    assert COMPLETE <= set(REPORTED)
+def test_the_nbval_references_are_reported():
+    # The cpu series is complete when committed (COMPLETE); since 2026-12-07 it is withdrawn until re-run
+    # (archive/withdrawn-2026-12-07/README.md), so only the smoke series must be here
+    assert "smoke" in REPORTED
