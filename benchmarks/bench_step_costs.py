@@ -64,7 +64,7 @@ def default_units() -> list[str]:
     return ([f"dermgan/{name}" for name in ("dermgan", "pix2pix", "dermgan-projected")] + ["oasis/oasis"]
             + [f"melanogan/{kind}" for kind in mg.KINDS]
             + [f"lesion_edit/{name}" for name in le.METHODS]
-            + ["classifier/resnet18", "classifier/small", "inception", "sample/dermgan", "sample/melanogan",
+            + ["classifier/efficientnet_lite0", "classifier/resnet18", "classifier/small", "inception", "sample/dermgan", "sample/melanogan",
                "render"])
 
 
@@ -143,10 +143,13 @@ def classifier_unit(architecture: str, profile, data, steps: int, device: str) -
     from dermgan.augmentation_experiment import build_classifier
     from dermgan.imageops import to_model
 
-    width = profile.augmentation.width if architecture == "resnet18" else profile.classifier.width
+    aug = profile.augmentation
+    width = aug.width if architecture == "resnet18" else profile.classifier.width
     cfg = profile.classifier
     torch.manual_seed(0)
-    model = build_classifier(architecture, len(data.classes), width).to(device)
+    # EfficientNet at 07's input size and frozen stages; with a frozen trunk 07 computes the trunk once per
+    # image (classify.TrunkCache), so this whole-network step prices its training from above
+    model = build_classifier(architecture, len(data.classes), width, None, aug.input_size, aug.train_from).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rows = np.arange(cfg.batch_size) % len(data)
     images = to_model(np.asarray(data.images)[rows]).to(device)

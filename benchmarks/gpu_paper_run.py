@@ -131,6 +131,7 @@ def run_melanogans(root: str, settings: Settings, device, work: Path, score) -> 
     from dermgan.data import load_for_run
     from dermgan.models import melanogan as mg
     from dermgan.runtime import release_run_dir, start
+    from dermgan.train import data_fingerprint
 
     ctx = start(settings.profile, str(work / "isic2017"), 0, str(device), "isic2017", root,
                 melanogan=DATA_EFFICIENT)
@@ -160,6 +161,7 @@ def run_dermgan(root: str, settings: Settings, device, work: Path, score) -> tup
     from dermgan.data.semantic import MapDataset
     from dermgan.models import dermgan as dg
     from dermgan.runtime import release_run_dir, start
+    from dermgan.train import data_fingerprint
 
     ctx = start(settings.profile, str(work / "ham10000"), 0, str(device), "ham10000", root)
     data = load_for_run(ctx)
@@ -170,7 +172,8 @@ def run_dermgan(root: str, settings: Settings, device, work: Path, score) -> tup
                                settings)
     run = dataclasses.replace(ctx, profile=ctx.profile.replace(dermgan={"steps": steps}))
     _, result = dg.train_variant("dermgan", run, train, resume=False)
-    G, meta = dg.evaluated_generator(ctx.run_dir / "checkpoints" / "dermgan", device=device)
+    G, meta = dg.evaluated_generator(ctx.run_dir / "checkpoints" / "dermgan", device=device,
+                                     trained_on=data_fingerprint(train, ctx.data_root))
     images = dg.generate(G, MapDataset(test, meta["variant"]["encoding"]).maps(rows_scored), device=device)
     release_run_dir(ctx.run_dir)
     rows = [{"dataset": "ham10000", "model": "real train (floor)", "image_size": data.image_size,

@@ -11,6 +11,7 @@ every profile.
 from __future__ import annotations
 
 import dataclasses
+import json
 import numbers
 from dataclasses import dataclass, field
 
@@ -572,7 +573,8 @@ class Profile:
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as JSON gives them back (tuples as lists), so a recorded copy compares equal."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 PROFILES: dict[str, Profile] = {

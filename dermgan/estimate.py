@@ -163,13 +163,20 @@ def _controllability(p: Profile, c: Counts) -> list[Work]:
 
 
 def _augmentation(p: Profile, c: Counts) -> list[Work]:
-    """07: six arms and the imbalance protocol's four base arms plus one per melanoma-only model, each `seeds`
-    classifiers of `epochs` epochs over the training split (top-ups not counted) and the validation split."""
+    """07: seven arms (real, its A/A copy, classic, oversample, DermGAN, synthetic-only, MelanoGAN) and the
+    imbalance protocol's four base arms plus one per melanoma-only model (plus one per candidate cut when the
+    cut is chosen on validation), each `seeds` classifiers of `epochs` epochs over the training split (top-ups
+    not counted) and the validation split; and the small CNN's baseline row. The OOD test is not priced."""
     aug = p.augmentation
     melanoma_models = sum(name.endswith("-melanoma") for name in _melanogan_models(p, c))
-    arms = 6 + (4 + melanoma_models if c.melanoma_train else 0)
-    unit = "classifier/resnet18" if aug.architecture == "resnet18" else "classifier/small"
-    return [Work(unit, arms * aug.seeds * (aug.epochs * (c.n_train + c.n_val) + c.n_test), images=True)]
+    candidates = len(aug.keep_candidates) if aug.melanoma_keep is None else 0
+    arms = 7 + (4 + melanoma_models + candidates if c.melanoma_train else 0)
+    work = [Work(f"classifier/{aug.architecture}", arms * aug.seeds * (aug.epochs * (c.n_train + c.n_val) + c.n_test),
+                 images=True)]
+    if aug.small_baseline and aug.architecture != "small":  # the small CNN's baseline row beside it
+        work.append(Work("classifier/small", aug.seeds * (aug.small_epochs * (c.n_train + c.n_val) + c.n_test),
+                         images=True))
+    return work
 
 
 def _turing(p: Profile, c: Counts) -> list[Work]:

@@ -65,7 +65,9 @@ class Family:
 def _load_map_model(folder: Path, device):
     from dermgan.models.dermgan import evaluated_generator
 
-    return evaluated_generator(folder, device=device)
+    # a user's checkpoint, with no run whose training data it could be checked against; the data it was
+    # trained on is recorded in what synthesize writes (meta["training"])
+    return evaluated_generator(folder, device=device, trained_on=None)
 
 
 def _load_noise_model(folder: Path, device):

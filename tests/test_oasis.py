@@ -21,7 +21,7 @@ from dermgan.data.dataset import make_synthetic
 from dermgan.data.semantic import MapDataset, SemanticMap, decode_maps, encode_labels, encode_maps
 from dermgan.models import dermgan as dg
 from dermgan.models import oasis
-from dermgan.train import CheckpointError
+from dermgan.train import CheckpointError, data_fingerprint
 
 torch.set_num_threads(1)
 
@@ -251,7 +251,9 @@ def test_oasis_trains_through_dermgans_entry_points_and_samples_like_dermgan(tmp
     probed = log.dropna(subset=["d_acc_val"])
     assert list(probed["step"]) == [3, 6]
     assert probed[["d_acc_train", "d_acc_val", "d_acc_fake"]].stack().between(0, 1).all()
-    G, meta = dg.evaluated_generator(tmp_path / "checkpoints" / "oasis-s0")
+    G, meta = dg.evaluated_generator(tmp_path / "checkpoints" / "oasis-s0",
+                                     trained_on=data_fingerprint(train, ctx.data_root))
+    assert meta["training"]["data"] == data_fingerprint(train, ctx.data_root)
     assert meta["variant"] == {"name": "oasis", "encoding": "onehot"}
     assert meta["evaluation"] == {"weights": "ema", "normalisation": "eval", "step": 6}
     maps = MapDataset(test, meta["variant"]["encoding"]).maps(np.arange(4))

@@ -38,9 +38,10 @@ def test_the_dry_run_differs_from_the_paper_profile_only_in_the_counts_it_cuts()
             else:  # a count: a handful, never more than the paper's (0 / None there mean "all")
                 assert dry == cut[name] and (not value or dry <= value), (section, name, dry, value)
     assert DRY.name == "paper-dry" and not DRY.publish and PAPER.publish
-    # what the issue names: 256 px, 64 filters, ResNet-18, 5,000-sample settings, 25-per-model pages
+    # what the issue names: 256 px, 64 filters, 5,000-sample settings, 25-per-model pages; 07's classifier is
+    # EfficientNet-Lite0 (issue 26) where issue 29 named ResNet-18
     assert (DRY.data.image_size, DRY.dermgan.base_filters, DRY.augmentation.architecture) == \
-        (256, 64, "resnet18")
+        (256, 64, "efficientnet_lite0")
     assert (DRY.metrics.kid_subset_size, DRY.metrics.inception_precision, DRY.turing.n_per_model) == \
         (1000, "fp32", 25)
 
@@ -169,10 +170,12 @@ def test_each_notebooks_work_is_counted_from_the_profile():
     priced = estimate.price("02", items, {"dermgan/dermgan": UNIT, "dermgan/pix2pix": UNIT,
                                           "sample/dermgan": {**UNIT, "peak_mb": 300.0}})
     assert priced.seconds == 30 * 2 + 20 * 2 + 20 * 2 + 5 * c.n_test * 0.5 and priced.peak_mb == 300
-    # 07: 6 arms, and the imbalance protocol's 4 + one per melanoma-only model (4), 2 seeds, 1 epoch each
+    # 07: 7 arms, and the imbalance protocol's 4 + one per melanoma-only model (4) + one per candidate cut (2),
+    # 2 seeds, 1 epoch each, with EfficientNet; and the small CNN's baseline, 2 seeds of 1 epoch
     assert c.melanoma_train >= smoke.melanogan.batch_size
     assert [(w.unit, w.count) for w in estimate.work_of("07", smoke, c)] == [
-        ("classifier/small", (6 + 4 + 4) * 2 * (1 * (c.n_train + c.n_val) + c.n_test))]
+        ("classifier/efficientnet_lite0", (7 + 4 + 4 + 2) * 2 * (1 * (c.n_train + c.n_val) + c.n_test)),
+        ("classifier/small", 2 * (1 * (c.n_train + c.n_val) + c.n_test))]
     assert estimate.work_of("04", smoke, dataclasses.replace(c, masks=False)) == []  # no masks: 04 skips
 
 
@@ -187,7 +190,7 @@ def test_an_unmeasured_unit_makes_the_time_a_lower_bound_and_says_so():
     assert ">= 2.3 min" in lines[3] and "not measured here: sample/dermgan" in lines[3]  # 140 s
     assert lines[-1].startswith("total") and ">= 2.3 min" in lines[-1]
     none = estimate.report(smoke, estimate.counts_of(smoke), ["02_dermgan_training"], torch.device("cpu"), {})
-    assert "no unit costs measured on cpu" in none[1] and "not measured" in none[3]
+    assert "no unit costs of the smoke profile measured on cpu" in none[1] and "not measured" in none[3]
 
 
 def test_the_committed_costs_price_every_unit_of_the_paper_profile_on_the_cpu():

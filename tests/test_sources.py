@@ -826,10 +826,11 @@ def test_fractions_and_real_images_of_a_run_apply_to_real_data(tmp_path):
     n = len(read_records("ham10000", tmp_path / "ham"))
     # the synthetic dataset's size does not cap a real one: by default all of it is used
     whole = start("smoke", run_dir=str(tmp_path / "whole"), dataset="ham10000", data_root=str(tmp_path / "ham"),
-                  data={"image_size": 32, "n_images": 60})
+                  data={"image_size": 32, "n_images": 60, "allow_upsampling": True})  # the fixture's 6 px images
     assert len(load_for_run(whole)) == n
     ctx = start("smoke", run_dir=str(tmp_path / "run"), dataset="ham10000", data_root=str(tmp_path / "ham"),
-                data={"image_size": 32, "val_fraction": 0.3, "test_fraction": 0.2, "real_images": 60})
+                data={"image_size": 32, "val_fraction": 0.3, "test_fraction": 0.2, "real_images": 60,
+                      "allow_upsampling": True})
     data = load_for_run(ctx)
     assert abs(len(data) - 60) <= 3 < n - 60  # whole lesions: a few images either side of the quota
     shares = data.table["split"].value_counts(normalize=True)

@@ -78,7 +78,7 @@ def test_every_image_is_the_generators_image_of_its_map_and_masks_are_the_maps_l
     palette = fitzpatrick_palette(trained["train"].table)  # the skin: the training data's colour of the type
     for colour, fitz in zip(colours, table["fitzpatrick"]):
         assert np.abs(colour - palette[fitz]).max() <= 0.5
-    G, meta = dg.evaluated_generator(trained["dermgan"])
+    G, meta = dg.evaluated_generator(trained["dermgan"], trained_on=None)
     regenerated = dg.generate(G, encode_maps([SemanticMap(lab, col) for lab, col in zip(labels, colours)],
                                              meta["variant"]["encoding"]))
     written = np.stack([read_png(dataset / image) for image in table["image"]])
@@ -187,7 +187,7 @@ def test_one_image_is_the_generators_image_of_the_map_it_describes(trained):
     ys, xs = np.nonzero(mask)
     assert (xs.mean() + 0.5) / 32 == pytest.approx(0.3, abs=0.04)
     assert (ys.mean() + 0.5) / 32 == pytest.approx(0.6, abs=0.04)
-    G, meta = dg.evaluated_generator(trained["dermgan"])
+    G, meta = dg.evaluated_generator(trained["dermgan"], trained_on=None)
     semantic = SemanticMap.blank(32, 5).add_lesion("melanoma", 0.1, 0.3, 0.6, seed=1)
     assert np.array_equal(mask, semantic.lesion_mask())
     assert np.array_equal(image, dg.generate(G, encode_maps([semantic], meta["variant"]["encoding"]))[0])

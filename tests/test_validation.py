@@ -69,7 +69,7 @@ def assert_names(problems: list[str], *parts: str) -> None:
     ({"steps": "0"}, "03", "03_melanogan_baselines.ipynb: melanogan.steps must be an integer >= 1, got 0"),
     ({"steps": "-3"}, "04", "04_lesion_add_remove.ipynb: lesion_edit.steps must be an integer >= 1, got -3"),
     ({"epochs": "0"}, "07", "augmentation.epochs must be an integer >= 1, got 0"),
-    ({"architecture": "foo"}, "07", "augmentation.architecture must be one of 'small', 'resnet18', got 'foo'"),
+    ({"architecture": "foo"}, "07", "augmentation.architecture must be one of 'efficientnet_lite0', 'small', 'resnet18', got 'foo'"),
     ({"n_per_model": "0"}, "08", "turing.n_per_model must be an integer >= 1, got 0"),
     ({"image_size": "16"}, None, "data.image_size must be a power of two in [32, 512]"),
     ({"rare_classes": "nosuch"}, "07", "rare_classes ['nosuch'] are not classes of synthetic"),
