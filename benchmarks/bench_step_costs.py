@@ -33,6 +33,7 @@ import dataclasses
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -210,11 +211,21 @@ def synchronise(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_unit(unit: str, profile_name: str, steps: int, device: str) -> dict:
-    """Run one unit in this process; its cost and this process's peak memory."""
+SECTIONS = {"dermgan": "dermgan", "oasis": "oasis", "melanogan": "melanogan", "lesion_edit": "lesion_edit"}
+
+
+def measure_unit(unit: str, profile_name: str, steps: int, device: str, divisor: int = 1) -> dict:
+    """Run one unit in this process; its cost and this process's peak memory. With divisor > 1 a GAN unit
+    runs at its section's batch // divisor and its time is scaled back to the full batch (linear in the
+    batch: a lower bound where a larger batch would use the cores better)."""
     from dermgan.config import get_profile
 
     profile = get_profile(profile_name)
+    family = unit.partition("/")[0]
+    full_batch = None
+    if divisor > 1 and family in SECTIONS:
+        full_batch = getattr(profile, SECTIONS[family]).batch_size
+        profile = profile.replace(**{SECTIONS[family]: {"batch_size": max(1, full_batch // divisor)}})
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     family, _, model = unit.partition("/")
@@ -234,6 +245,10 @@ def measure_unit(unit: str, profile_name: str, steps: int, device: str) -> dict:
             raise SystemExit(f"unknown unit {unit!r}")
     # The cost of a unit: on a GPU its wall time (synchronised); on the CPU its process time, which is the wall
     # time of one thread with a core to itself whatever else the machine runs (data loader workers not counted)
+    if full_batch is not None:
+        scale = full_batch / row["batch"]
+        row.update(measured_batch=row["batch"], batch=full_batch, wall_s_per_step=row["wall_s_per_step"] * scale,
+                   cpu_s_per_step=row["cpu_s_per_step"] * scale)
     row["s_per_step"] = row["wall_s_per_step"] if torch.device(device).type == "cuda" else row["cpu_s_per_step"]
     row["s_per_image"] = row["s_per_step"] / row["batch"]
     if torch.device(device).type == "cuda":
@@ -267,6 +282,7 @@ def main(argv=None) -> None:
     parser.add_argument("--import-cuda", action="store_true",
                         help="only copy the H100 DermGAN step of results/cuda_train_step.json into the table")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--divisor", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = device_of(args.device)
     if args.import_cuda:
@@ -275,7 +291,7 @@ def main(argv=None) -> None:
         write(record)
         return
     if args.child:
-        print(json.dumps(measure_unit(args.child, args.profile, args.steps, str(device))))
+        print(json.dumps(measure_unit(args.child, args.profile, args.steps, str(device), args.divisor)))
         return
     get_profile(args.profile)  # an unknown profile fails before anything runs
     units = args.units or default_units()
@@ -285,10 +301,17 @@ def main(argv=None) -> None:
     env = {**os.environ, "DERMGAN_BATCH": "1"}
     for unit in units:
         load_before = os.getloadavg()[0]
-        out = subprocess.run([sys.executable, __file__, "--child", unit, "--profile", args.profile, "--steps",
-                              str(args.steps), "--device", str(device)], capture_output=True, text=True, env=env)
+        divisor = 1
+        while True:  # killed for memory (the CPU at 256 px): again at half the batch, scaled back
+            out = subprocess.run([sys.executable, __file__, "--child", unit, "--profile", args.profile, "--steps",
+                                  str(args.steps), "--device", str(device), "--divisor", str(divisor)],
+                                 capture_output=True, text=True, env=env)
+            if out.returncode != -signal.SIGKILL or divisor >= 16 or unit.partition("/")[0] not in SECTIONS:
+                break
+            divisor *= 2
+            print(f"{unit}: killed (out of memory?); again at 1/{divisor} of the batch", flush=True)
         if out.returncode:
-            raise SystemExit(f"{unit} failed:\n{out.stderr[-3000:]}")
+            raise SystemExit(f"{unit} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["load_1min"] = round((load_before + os.getloadavg()[0]) / 2, 2)  # mean of before and after
         row["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -320,15 +343,16 @@ def cuda_train_step_entry() -> dict:
 
 
 def write(record: dict) -> None:
-    keys = ("s_per_step", "wall_s_per_step", "batch", "s_per_image", "peak_mb", "load_1min")
+    keys = ("s_per_step", "wall_s_per_step", "batch", "measured_batch", "s_per_image", "peak_mb", "load_1min")
     rows = [{"device": key, "unit": unit, **{k: row.get(k) for k in keys}}
             for key, entry in record["devices"].items() for unit, row in entry["units"].items()]
     notes = ("s_per_step: a GAN step through the loop after a warm-up step (no checkpoint timed), a classifier "
              "or Inception batch, a sampling batch of 64, one rendered image; CPU time on a CPU (one thread), "
              "synchronised wall time on a GPU; wall_s_per_step beside it (on a shared CPU it includes waiting "
              "for a core). peak_mb: the unit's own process (CPU: resident set, torch included; CUDA: allocated "
-             "GPU memory). load_1min: the machine's load average while it ran. dermgan.estimate multiplies "
-             "s_per_step by the profile's counts.")
+             "GPU memory). measured_batch: where the full batch ran out of memory, the batch the unit ran at (its "
+             "time scaled linearly to the full batch, its peak memory as measured). load_1min: the machine's load "
+             "average while it ran. dermgan.estimate multiplies s_per_step by the profile's counts.")
     _report.write("step_costs", "Cost of one unit of work at the profile's sizes (dermgan list --profile)",
                   rows, ["device", "unit", *keys],
                   notes=notes, extra={"devices": record["devices"]})
