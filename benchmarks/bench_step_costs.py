@@ -271,6 +271,21 @@ def git_commit() -> str | None:
     return commit(HERE.parent)
 
 
+def run_child(command: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run a unit's process in a session of its own, its output in files: when it is killed (out of memory), its
+    data-loader workers would keep pipes open and hang the wait; they are killed with their session instead."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env, start_new_session=True)
+        code = child.wait()
+        try:
+            os.killpg(child.pid, signal.SIGKILL)  # whatever it left running
+        except ProcessLookupError:
+            pass
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, code, out.read(), err.read())
+
+
 def main(argv=None) -> None:
     from dermgan.config import get_profile
 
@@ -303,9 +318,8 @@ def main(argv=None) -> None:
         load_before = os.getloadavg()[0]
         divisor = 1
         while True:  # killed for memory (the CPU at 256 px): again at half the batch, scaled back
-            out = subprocess.run([sys.executable, __file__, "--child", unit, "--profile", args.profile, "--steps",
-                                  str(args.steps), "--device", str(device), "--divisor", str(divisor)],
-                                 capture_output=True, text=True, env=env)
+            out = run_child([sys.executable, __file__, "--child", unit, "--profile", args.profile, "--steps",
+                             str(args.steps), "--device", str(device), "--divisor", str(divisor)], env)
             if out.returncode != -signal.SIGKILL or divisor >= 16 or unit.partition("/")[0] not in SECTIONS:
                 break
             divisor *= 2
