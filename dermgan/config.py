@@ -402,7 +402,9 @@ class MelanoGANConfig(CriticConfig):
     checkpoint_every: int = 500
     sample_every: int = 250
     log_every: int = 25
-    ema_decay: float = 0.0  # EMA of the generator (0 = off); samples come from the EMA when kept
+    # EMA of the generator (0 = off); samples come from the EMA when kept. On by default for every unconditional
+    # model, as for DermGAN (issue 28); its effect per model: benchmarks/results/sweep_unconditional_r2.md
+    ema_decay: float = 0.999
 
     SECTION = "melanogan"
 
@@ -599,7 +601,8 @@ PROFILES: dict[str, Profile] = {
         lesion_edit=LesionEditConfig(base_filters=8, n_res_blocks=2, steps=10, batch_size=4, checkpoint_every=0,
                                      sample_every=0, log_every=5, n_eval=32, classifier_epochs=1),
         melanogan=MelanoGANConfig(steps=16, base_filters=8, max_filters=64, level_filters=8, furger_filters=16,
-                                  furger_d_filters=8, checkpoint_every=8, sample_every=8, log_every=4),
+                                  furger_d_filters=8, checkpoint_every=8, sample_every=8, log_every=4,
+                                  ema_decay=0.9),
         oasis=OASISConfig(base_filters=8, spade_hidden=8, noise_dim=4, d_base=8, d_levels=2, steps=10,
                           checkpoint_every=5, sample_every=5, log_every=5),
         projected=ProjectedConfig(backbone="random", input_size=32, mix_channels=8, head_filters=8),
