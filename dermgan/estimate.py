@@ -107,8 +107,16 @@ def _dermgan(p: Profile, c: Counts) -> list[Work]:
     cfg = p.dermgan
     work = [Work("dermgan/dermgan", cfg.steps)]
     work += [Work(f"dermgan/{name}", cfg.seeds * cfg.ablation_steps) for name in variants(cfg)]
-    n_eval = min(cfg.n_eval or c.n_test, c.n_test)
     runs = 1 + cfg.seeds * len(variants(cfg))
+    # the comparison: dermgan and each compared model over compare.seeds (the main run is one of them when
+    # the comparison keeps the main schedule)
+    steps = p.compare.steps or cfg.steps
+    for name in ["dermgan", *p.compare.model_names]:
+        n_runs = p.compare.seeds - (1 if name == "dermgan" and steps == cfg.steps else 0)
+        if n_runs > 0:
+            work.append(Work("oasis/oasis" if name == "oasis" else f"dermgan/{name}", n_runs * steps))
+            runs += n_runs
+    n_eval = min(cfg.n_eval or c.n_test, c.n_test)
     return work + [Work("sample/dermgan", runs * n_eval, images=True)]
 
 

@@ -163,13 +163,16 @@ def test_each_notebooks_work_is_counted_from_the_profile():
     c = estimate.counts_of(smoke)
     assert c.n_train + c.n_val + c.n_test == 400 and c.synthetic and c.masks and c.healthy
     items = estimate.work_of("02", smoke, c)
-    # main DermGAN 30 steps; no ablation at smoke: pix2pix and dermgan, 2 seeds x 10 steps each; each of the
-    # 1 + 2 x 2 runs samples the whole test split (n_eval 0)
+    # main DermGAN 30 steps; no ablation at smoke: pix2pix and dermgan, 2 seeds x 10 steps each; the comparison
+    # (1 seed, the main schedule: its dermgan run is the main one) adds OASIS and the projected D, 30 steps each;
+    # each of the 1 + 2 x 2 + 2 runs samples the whole test split (n_eval 0)
     assert [(w.unit, w.count) for w in items] == [("dermgan/dermgan", 30), ("dermgan/pix2pix", 20),
-                                                  ("dermgan/dermgan", 20), ("sample/dermgan", 5 * c.n_test)]
-    priced = estimate.price("02", items, {"dermgan/dermgan": UNIT, "dermgan/pix2pix": UNIT,
+                                                  ("dermgan/dermgan", 20), ("oasis/oasis", 30),
+                                                  ("dermgan/dermgan-projected", 30), ("sample/dermgan", 7 * c.n_test)]
+    priced = estimate.price("02", items, {"dermgan/dermgan": UNIT, "dermgan/pix2pix": UNIT, "oasis/oasis": UNIT,
+                                          "dermgan/dermgan-projected": UNIT,
                                           "sample/dermgan": {**UNIT, "peak_mb": 300.0}})
-    assert priced.seconds == 30 * 2 + 20 * 2 + 20 * 2 + 5 * c.n_test * 0.5 and priced.peak_mb == 300
+    assert priced.seconds == (30 + 20 + 20 + 30 + 30) * 2 + 7 * c.n_test * 0.5 and priced.peak_mb == 300
     # 07: 7 arms, and the imbalance protocol's 4 + one per melanoma-only model (4) + one per candidate cut (2),
     # 2 seeds, 1 epoch each, with EfficientNet; and the small CNN's baseline, 2 seeds of 1 epoch
     assert c.melanoma_train >= smoke.melanogan.batch_size
@@ -183,12 +186,13 @@ def test_an_unmeasured_unit_makes_the_time_a_lower_bound_and_says_so():
     smoke = config.get_profile("smoke")
     found = estimate.price("02", estimate.work_of("02", smoke, estimate.counts_of(smoke)),
                            {"dermgan/dermgan": UNIT})
-    # pix2pix, unmeasured here, is priced as DermGAN (estimate.STAND_INS); the samples cannot be priced
-    assert found.unmeasured == ["sample/dermgan"] and found.seconds == (30 + 20 + 20) * 2
+    # pix2pix and the projected D, unmeasured here, are priced as DermGAN (estimate.STAND_INS); OASIS and the
+    # samples cannot be priced
+    assert found.unmeasured == ["oasis/oasis", "sample/dermgan"] and found.seconds == (30 + 20 + 20 + 30) * 2
     lines = estimate.report(smoke, estimate.counts_of(smoke), ["02_dermgan_training"], torch.device("cpu"),
                             {"cpu": {"units": {"dermgan/dermgan": UNIT}, "machine": {}}})
-    assert ">= 2.3 min" in lines[3] and "not measured here: sample/dermgan" in lines[3]  # 140 s
-    assert lines[-1].startswith("total") and ">= 2.3 min" in lines[-1]
+    assert ">= 3.3 min" in lines[3] and "not measured here: oasis/oasis, sample/dermgan" in lines[3]  # 200 s
+    assert lines[-1].startswith("total") and ">= 3.3 min" in lines[-1]
     none = estimate.report(smoke, estimate.counts_of(smoke), ["02_dermgan_training"], torch.device("cpu"), {})
     assert "no unit costs of the smoke profile measured on cpu" in none[1] and "not measured" in none[3]
 
