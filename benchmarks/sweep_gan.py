@@ -42,6 +42,7 @@ FAMILIES = ("dermgan", *UNCONDITIONAL)
 # so a later change of the profile's defaults does not silently relabel a measured row.
 BEFORE = dict(augment="", augment_p=1.0, ada_target=0.0, r1_gamma=0.0, lecam_weight=0.0, ema_decay=0.0)
 BEFORE_DERMGAN = dict(BEFORE, augment_flip=False, augment_jitter=1.0)
+BEFORE_UNCONDITIONAL = dict(BEFORE, furger_lr=5e-5, furger_beta1=0.9)  # Furger et al.'s Adam, as it stood
 TC = "translation,cutout"
 # arm name: changes to BEFORE
 ARMS: dict[str, dict] = {
@@ -91,7 +92,7 @@ def section_for(family: str, changes: dict, steps: int):
     if family == "dermgan":
         base, before = profile.dermgan, BEFORE_DERMGAN
     else:
-        base, before = profile.melanogan, BEFORE
+        base, before = profile.melanogan, BEFORE_UNCONDITIONAL
     known = {f.name for f in dataclasses.fields(base)}
     wanted = {k: v for k, v in {**before, **changes}.items() if k in known}
     return dataclasses.replace(base, steps=steps, checkpoint_every=0, sample_every=max(50, steps // 12),

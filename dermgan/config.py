@@ -624,7 +624,13 @@ PROFILES: dict[str, Profile] = {
                    # 02's comparison (DermGAN, OASIS, projected D over seeds) at 3 seeds x 3,000 steps would cost
                    # ~3.5 h here (OASIS 2.3x and the projected D 1.9x a DermGAN step of ~0.28 s on 1 thread);
                    # 2 seeds x 1,000 steps ~48 min. Still the largest share of the series: see issue 28's budget
-                   compare=CompareConfig(seeds=2, steps=1000)),
+                   compare=CompareConfig(seeds=2, steps=1000),
+                   # Furger et al.'s Adam (5e-5, beta1 0.9) is sized for thousands of epochs at batch 128: in
+                   # 1,200 steps of batch 8 their G stays at its initialisation, one noise pattern for every sample
+                   # (benchmarks/results/sweep_unconditional_r2.md, validation split: diversity 0.34, KID 24x the
+                   # blurred reference). DCGAN's Adam (2e-4, beta1 0.5): diversity 0.52, KID 10x; skin-pink blobs
+                   # under a 5x5-stride-2 checkerboard. The paper profile keeps their settings
+                   melanogan=MelanoGANConfig(furger_lr=2e-4, furger_beta1=0.5)),
     "paper": Profile(
         name="paper",
         device_hint="cuda",
