@@ -402,8 +402,9 @@ class MelanoGANConfig(CriticConfig):
     checkpoint_every: int = 500
     sample_every: int = 250
     log_every: int = 25
-    # EMA of the generator (0 = off); samples come from the EMA when kept. On by default for every unconditional
-    # model, as for DermGAN (issue 28); its effect per model: benchmarks/results/sweep_unconditional_r2.md
+    # EMA of the generator (0 = off); samples come from the EMA when kept. On by default (issue 28) for runs long
+    # against its ~1,000-step horizon (the paper profile's 50,000 steps; not measured there); the cpu profile's
+    # 1,200 steps turn it off, where it collapsed DCGAN and Furger (benchmarks/results/sweep_unconditional_r2.md)
     ema_decay: float = 0.999
 
     SECTION = "melanogan"
@@ -630,7 +631,11 @@ PROFILES: dict[str, Profile] = {
                    # (benchmarks/results/sweep_unconditional_r2.md, validation split: diversity 0.34, KID 24x the
                    # blurred reference). DCGAN's Adam (2e-4, beta1 0.5): diversity 0.52, KID 10x; skin-pink blobs
                    # under a 5x5-stride-2 checkerboard. The paper profile keeps their settings
-                   melanogan=MelanoGANConfig(furger_lr=2e-4, furger_beta1=0.5)),
+                   melanogan=MelanoGANConfig(furger_lr=2e-4, furger_beta1=0.5,
+                                             # EMA 0.999 over 1,200 steps averages G's early weights into one
+                                             # flat pattern: diversity DCGAN 0.57 -> 0.16, Furger 0.52 -> 0.21
+                                             # (collapsed by 03's measure), KID worse (same sweep). Off here
+                                             ema_decay=0.0)),
     "paper": Profile(
         name="paper",
         device_hint="cuda",
