@@ -201,7 +201,9 @@ class DermGANConfig(CriticConfig):
     # EMA of G (0 = off, as pix2pix). 0.999 (horizon ~1,000 steps): on the validation split at the cpu profile
     # (benchmarks/results/sweep_dermgan_r2.md, 2,000 steps, seed 0) Inception KID fell from 5.07x to 4.24x the
     # blurred-real reference and the 2 px lattice of the raw G was gone at 4x zoom; the images are smoother, and
-    # the domain-feature KID rose (0.38x -> 1.09x): one seed, a direction rather than a result
+    # the domain-feature KID rose (0.38x -> 1.09x): one seed, a direction rather than a result. That sweep ran
+    # before the EMA warmed up (train.ema_decay_at, added after it so that the 250-step ablation runs are not
+    # evaluated at a blend with their initialisation); re-measure
     ema_decay: float = 0.999
     eval_weights: str = "ema"  # the evaluated generator: "ema" (when kept, else raw) | "raw"
     amp: str = "auto"  # bf16 autocast on CUDA, off on the CPU

@@ -4,6 +4,7 @@ initial weights, and a loop that reads its losses every log_every steps without 
 
 import csv
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -148,6 +149,16 @@ def test_ema_update_matches_the_hand_formula():
         model.weight.fill_(1.0), ema.weight.fill_(3.0)
     loop._ema_update(ema, model, 0.9)
     assert torch.allclose(ema.weight, torch.full_like(ema.weight, 0.9 * 3.0 + 0.1 * 1.0))
+
+
+def test_the_ema_warms_up_so_that_short_runs_forget_their_initialisation():
+    assert loop.ema_decay_at(0, 0.999) == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert loop.ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
+    assert loop.ema_decay_at(100_000, 0.999) == 0.999  # the set decay once (1 + t) / (10 + t) exceeds it
+    # the weight left on the initial weights after n steps: the product of the decays
+    for n, most in ((250, 0.05), (2000, 0.01)):
+        left = math.prod(loop.ema_decay_at(t, 0.999) for t in range(n))
+        assert left < most and left < 0.999 ** n / 10
 
 
 def test_decisions_average_patches_then_scales():
