@@ -543,6 +543,9 @@ class Profile:
     name: str
     device_hint: str  # what the profile was sized for: "cpu" or "cuda"
     publish: bool = True  # 09 copies its figures and tables to figures/<profile>/ (off for CI's and dry runs)
+    # Torch's CPU threads, or None for torch's default. Sums split over threads round differently, so a profile
+    # whose executed notebooks are compared digit for digit (smoke, under nbval) pins one thread.
+    threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     dermgan: DermGANConfig = field(default_factory=DermGANConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
@@ -555,6 +558,10 @@ class Profile:
     projected: ProjectedConfig = field(default_factory=ProjectedConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     controllability: ControllabilityConfig = field(default_factory=ControllabilityConfig)
+
+    def __post_init__(self):
+        if self.threads is not None and not AT_LEAST_1[0](self.threads):
+            raise ValueError(f"threads must be None or {AT_LEAST_1[1]}, got {self.threads!r}")
 
     def replace(self, **sections) -> "Profile":
         """A copy with single fields overridden: `profile.replace(data={"image_size": 32})`.
@@ -591,6 +598,7 @@ PROFILES: dict[str, Profile] = {
         name="smoke",
         device_hint="cpu",
         publish=False,
+        threads=1,
         data=DataConfig(image_size=32, n_images=400),
         dermgan=DermGANConfig(base_filters=8, steps=30, batch_size=8, checkpoint_every=15, sample_every=15,
                               log_every=5, ablation=False, ablation_steps=10, seeds=2,

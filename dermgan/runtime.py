@@ -585,6 +585,10 @@ def start(profile: str = "cpu", run_dir: str | None = None, seed: int = 0, devic
         hold_run_dir(folder)  # until this process (command or kernel) ends
     claim_run_dir(folder, run_identity(resolved, seed, dataset, data_root))
     seed_everything(seed)
+    if resolved.threads is not None:
+        import torch
+
+        torch.set_num_threads(resolved.threads)
     return RunContext(
         profile=resolved,
         run_dir=folder,

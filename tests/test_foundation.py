@@ -232,6 +232,23 @@ def test_a_run_dir_records_what_made_it_and_refuses_other_settings(tmp_path):
         runtime.start("smoke", run, device="cpu")
 
 
+def test_the_smoke_profile_pins_one_thread_and_the_others_keep_torchs(tmp_path):
+    """nbval compares smoke's executed notebooks digit for digit; sums split over 2 threads round differently,
+    so smoke runs on one thread on every machine. Other profiles leave torch's default alone."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runtime.start("cpu", str(tmp_path / "cpu"), device="cpu")
+        assert torch.get_num_threads() == 2
+        runtime.start("smoke", str(tmp_path / "smoke"), device="cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for wrong in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"threads must be None or an integer >= 1, got {wrong!r}"):
+            dataclasses.replace(config.get_profile("cpu"), threads=wrong)
+
+
 def test_a_notebook_without_data_parameters_takes_them_from_run_json(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
