@@ -23,7 +23,8 @@ itself however loaded the machine is (a shared 2-core machine gives a niced benc
 its wall time says more about the neighbours than about the work), and its synchronised wall time on a GPU.
 Both are recorded, with the batch, seconds per image, the peak memory of the unit's process (resident set on the
 CPU, allocated GPU memory on CUDA) and the 1-minute load average while it ran. Results go to
-benchmarks/results/step_costs.{json,md}; a run on another device adds or replaces that device's entry.
+benchmarks/results/step_costs.{json,md}, kept per profile and device: a run adds or replaces the entry of its
+profile on its device.
 """
 
 from __future__ import annotations
@@ -301,8 +302,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = device_of(args.device)
     if args.import_cuda:
-        record = json.loads(RESULT.read_text()) if RESULT.exists() else {"devices": {}}
-        record["devices"].update(cuda_train_step_entry())
+        record = read_record()
+        record["profiles"].setdefault("paper", {}).update(cuda_train_step_entry())
         write(record)
         return
     if args.child:
@@ -310,8 +311,8 @@ def main(argv=None) -> None:
         return
     get_profile(args.profile)  # an unknown profile fails before anything runs
     units = args.units or default_units()
-    record = json.loads(RESULT.read_text()) if RESULT.exists() else {"devices": {}}
-    entry = record["devices"].get(device_key(device), {}) if args.units else {}
+    record = read_record()
+    entry = record["profiles"].get(args.profile, {}).get(device_key(device), {}) if args.units else {}
     measured = dict(entry.get("units", {}))
     env = {**os.environ, "DERMGAN_BATCH": "1"}
     for unit in units:
@@ -333,7 +334,7 @@ def main(argv=None) -> None:
         print(f"{unit}: {row['s_per_step']:.3g} s/step (wall {row['wall_s_per_step']:.3g}; batch {row['batch']}), "
               f"{row['peak_mb']:.0f} MB peak, "
               f"load {row['load_1min']}", flush=True)
-    record["devices"][device_key(device)] = {
+    record["profiles"].setdefault(args.profile, {})[device_key(device)] = {
         "profile": args.profile, "machine": _report.machine(), "torch_threads": torch.get_num_threads(),
         "commit": git_commit(), "source": "benchmarks/bench_step_costs.py", "units": measured}
     write(record)
@@ -356,10 +357,25 @@ def cuda_train_step_entry() -> dict:
                   "the batch-norm DermGAN of that time; instance norm, the default since, is not timed on a GPU)"}}
 
 
+def read_record() -> dict:
+    """The committed table as {"profiles": {profile: {device: entry}}}; a table of the earlier layout (one
+    entry per device, {"devices": ...}, each naming its profile) is read into this one."""
+    if not RESULT.exists():
+        return {"profiles": {}}
+    record = json.loads(RESULT.read_text())
+    if "profiles" not in record:
+        profiles = {}
+        for key, entry in record.get("devices", {}).items():
+            profiles.setdefault(entry["profile"], {})[key] = entry
+        record = {"profiles": profiles}
+    return record
+
+
 def write(record: dict) -> None:
     keys = ("s_per_step", "wall_s_per_step", "batch", "measured_batch", "s_per_image", "peak_mb", "load_1min")
-    rows = [{"device": key, "unit": unit, **{k: row.get(k) for k in keys}}
-            for key, entry in record["devices"].items() for unit, row in entry["units"].items()]
+    rows = [{"profile": profile, "device": key, "unit": unit, **{k: row.get(k) for k in keys}}
+            for profile, devices in record["profiles"].items()
+            for key, entry in devices.items() for unit, row in entry["units"].items()]
     notes = ("s_per_step: a GAN step through the loop after a warm-up step (no checkpoint timed), a classifier "
              "or Inception batch, a sampling batch of 64, one rendered image; CPU time on a CPU (one thread), "
              "synchronised wall time on a GPU; wall_s_per_step beside it (on a shared CPU it includes waiting "
@@ -368,8 +384,8 @@ def write(record: dict) -> None:
              "time scaled linearly to the full batch, its peak memory as measured). load_1min: the machine's load "
              "average while it ran. dermgan.estimate multiplies s_per_step by the profile's counts.")
     _report.write("step_costs", "Cost of one unit of work at the profile's sizes (dermgan list --profile)",
-                  rows, ["device", "unit", *keys],
-                  notes=notes, extra={"devices": record["devices"]})
+                  rows, ["profile", "device", "unit", *keys],
+                  notes=notes, extra={"profiles": record["profiles"]})
 
 
 if __name__ == "__main__":

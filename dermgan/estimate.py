@@ -199,9 +199,10 @@ WORK = {"01": _render, "02": _dermgan, "03": _melanogan, "04": _lesion_edit, "05
 # ---------------------------------------------------------------------------------------------- pricing
 
 def load_costs(path: Path = COSTS) -> dict:
-    """The measured unit costs per device (see benchmarks/bench_step_costs.py); {} when none were measured."""
+    """The measured unit costs per profile, then per device: {"paper": {"cpu": entry, "cuda:...": entry}, ...}
+    (see benchmarks/bench_step_costs.py); {} when none were measured."""
     try:
-        return json.loads(Path(path).read_text())["devices"]
+        return json.loads(Path(path).read_text())["profiles"]
     except (OSError, ValueError, KeyError):
         return {}
 
@@ -296,12 +297,10 @@ def device_key(device) -> str:
 
 def report(profile: Profile, counts: Counts, notebooks: list[str], device, costs: dict | None = None,
            source: Path = COSTS) -> list[str]:
-    """The lines `list --profile` prints: where the costs were measured, one line per notebook, the total."""
+    """The lines `list --profile` prints: where the costs were measured, one line per notebook, the total.
+    `costs` as `load_costs` returns them: only the profile's own are used (other sizes, other costs)."""
     costs = load_costs(source) if costs is None else costs
-    key, entry = device_entry(costs, device)
-    if entry and entry.get("profile", profile.name) != profile.name:  # other sizes: other costs
-        costs = {f"{k} ({e.get('profile')} profile)": e for k, e in costs.items()}
-        key, entry = None, {}
+    key, entry = device_entry(costs.get(profile.name, {}), device)
     data = (f"{'synthetic' if counts.synthetic else 'real'} data: {counts.n_train:,} train / "
             f"{counts.n_val:,} val / {counts.n_test:,} test images at {profile.data.image_size} px")
     lines = [f"{profile.name} profile on {device_key(device)} ({data})"]
@@ -313,8 +312,9 @@ def report(profile: Profile, counts: Counts, notebooks: list[str], device, costs
             lines.append(f"(costs measured at {measured_size} px, this run is at {profile.data.image_size} "
                          "px: the times are upper bounds)")
     else:
+        measured = [f"{name} on {key}" for name, devices in costs.items() for key in devices]
         lines.append(f"no unit costs of the {profile.name} profile measured on {device_key(device)} "
-                     f"(measured: {', '.join(costs) or 'none'}); run benchmarks/bench_step_costs.py "
+                     f"(measured: {', '.join(measured) or 'none'}); run benchmarks/bench_step_costs.py "
                      f"--profile {profile.name} on this machine to price its units")
     on_gpu = device.type == "cuda"  # 05's image sets are in host memory, not on the GPU
     found = estimate(profile, counts, notebooks, entry.get("units", {}))

@@ -60,3 +60,24 @@ def test_a_users_run_writes_tables_timings_and_readme_under_runs_and_leaves_the_
     assert committed("benchmarks") == before
     run_all.main(["--only", "notebook_times.py"])  # the second run knows how long the first took
     assert "expected duration: about" in capsys.readouterr().out
+
+
+def test_step_costs_keep_each_profile_apart_and_read_the_earlier_layout(home, monkeypatch):
+    """A cpu-profile run must not replace the paper profile's costs on the same device (other sizes, other
+    costs), and the table of the earlier layout (one entry per device) is read with nothing lost."""
+    import bench_step_costs as bench
+    from dermgan import estimate
+
+    monkeypatch.setattr(bench, "RESULT", home / "step_costs.json")
+    monkeypatch.setattr(bench._report, "RESULTS", home)
+    paper = {"profile": "paper", "units": {"render": {"s_per_step": 2.0}}}
+    cuda = {"profile": "paper", "units": {"dermgan/dermgan": {"s_per_step": 0.05}}}
+    bench.RESULT.write_text(json.dumps({"devices": {"cpu": paper, "cuda:H100": cuda}}))
+    record = bench.read_record()
+    assert record == {"profiles": {"paper": {"cpu": paper, "cuda:H100": cuda}}}
+    record["profiles"].setdefault("cpu", {})["cpu"] = {"profile": "cpu", "units": {"render": {"s_per_step": 0.1}}}
+    bench.write(record)
+    costs = estimate.load_costs(bench.RESULT)
+    assert costs["paper"]["cpu"]["units"]["render"]["s_per_step"] == 2.0
+    assert costs["cpu"]["cpu"]["units"]["render"]["s_per_step"] == 0.1
+    assert costs["paper"]["cuda:H100"] == cuda

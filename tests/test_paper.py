@@ -190,15 +190,19 @@ def test_an_unmeasured_unit_makes_the_time_a_lower_bound_and_says_so():
     # samples cannot be priced
     assert found.unmeasured == ["oasis/oasis", "sample/dermgan"] and found.seconds == (30 + 20 + 20 + 30) * 2
     lines = estimate.report(smoke, estimate.counts_of(smoke), ["02_dermgan_training"], torch.device("cpu"),
-                            {"cpu": {"units": {"dermgan/dermgan": UNIT}, "machine": {}}})
+                            {"smoke": {"cpu": {"units": {"dermgan/dermgan": UNIT}, "machine": {}}}})
     assert ">= 3.3 min" in lines[3] and "not measured here: oasis/oasis, sample/dermgan" in lines[3]  # 200 s
     assert lines[-1].startswith("total") and ">= 3.3 min" in lines[-1]
     none = estimate.report(smoke, estimate.counts_of(smoke), ["02_dermgan_training"], torch.device("cpu"), {})
     assert "no unit costs of the smoke profile measured on cpu" in none[1] and "not measured" in none[3]
+    # another profile's costs are other sizes' costs: never used, only named
+    other = estimate.report(smoke, estimate.counts_of(smoke), ["02_dermgan_training"], torch.device("cpu"),
+                            {"paper": {"cpu": {"units": {"dermgan/dermgan": UNIT}, "machine": {}}}})
+    assert "(measured: paper on cpu)" in other[1] and "not measured" in other[3]
 
 
 def test_the_committed_costs_price_every_unit_of_the_paper_profile_on_the_cpu():
-    costs = estimate.load_costs()
+    costs = estimate.load_costs()["paper"]
     units = costs["cpu"]["units"]
     counts = estimate.counts_of(PAPER)
     for number in estimate.WORK:
