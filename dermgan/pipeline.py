@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dermgan.config import PROFILES, DataConfig, Profile, get_profile
-from dermgan.provenance import (MANIFEST_VARIABLE, NOTEBOOK_VARIABLE, TRAINING_CODE_PATHS, commits_of,
+from dermgan.provenance import (MANIFEST_VARIABLE, NOTEBOOK_VARIABLE, changed_training_code, commits_of,
                                 completed_entries, notebook_commits, trained_models)
 from dermgan.runtime import (HOME_VARIABLE, REFERENCES_VARIABLE, Heartbeat, RunDirBusy, check_run_dir,
                              claim_run_dir, code_checkout, duration, environment_report, executed_dir,
@@ -1135,21 +1135,6 @@ def reported_run_problems(manifest: dict, notebooks: list[str] | None = None) ->
         if missing:
             problems.append("not executed: " + ", ".join(missing))
     return problems
-
-
-def changed_training_code(trained_at: str, series_at: str, root: Path) -> list[str]:
-    """The training code files (dermgan.provenance.TRAINING_CODE_PATHS) that differ between two commits:
-    `git diff --name-only <trained_at> <series_at> -- <paths>`; a commit this clone does not have is a
-    one-entry list saying so."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "diff", "--name-only", trained_at, series_at, "--", *TRAINING_CODE_PATHS],
-                             cwd=root, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as error:
-        detail = getattr(error, "stderr", "") or str(error)
-        return [f"(cannot compare: {detail.strip().splitlines()[0] if detail.strip() else 'git failed'})"]
-    return out.split()
 
 
 def training_code_problems(manifest: dict, root: Path) -> list[str]:

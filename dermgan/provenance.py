@@ -8,11 +8,11 @@ the step it took over from:
      {"by": "python -m dermgan train --profile cpu", "commit": "9f1c2e0...+dirty", "step": 1500}]
 
 "+dirty": the checkout differed from the commit (changed or untracked files outside the run's own records,
-`runtime.git_commit`); None: not a git checkout. Resuming across commits is allowed, because the loop already
-refuses a checkpoint of other settings, data or model: the record keeps every commit that trained the weights,
-and `pipeline.training_code_problems` refuses to report a series whose models were trained by code that has
-changed since (TRAINING_CODE_PATHS). A checkpoint of an older version has no record; resuming it starts the
-record with UNRECORDED, so the gap stays visible.
+`runtime.git_commit`); None: not a git checkout. Resuming at another commit is allowed only while the training
+code (TRAINING_CODE_PATHS) is the same: the loop refuses a checkpoint whose record names a commit with other
+training code, or that has no record (an older version), through `stale_training`. What cannot be compared
+(uncommitted changes, no git) resumes, and `pipeline.training_code_problems` refuses to report a series whose
+models were trained by code that is not the code its notebooks ran at.
 
 Beside each model file `<name>.pt` the same record is kept as JSON in `<name>.training.json` (with the SHA-256
 of the file it describes), so that the pipeline can list what trained every model of a run directory in the
@@ -70,6 +70,41 @@ def continued(history: list[dict] | None, step: int) -> list[dict]:
     if (last.get("by"), last.get("commit")) != (here["by"], here["commit"]):
         history.append(here)
     return history
+
+
+def changed_training_code(trained_at: str, now_at: str | None = None, root: Path | None = None) -> list[str]:
+    """The training code files (TRAINING_CODE_PATHS) that differ between commit `trained_at` and commit `now_at`
+    (None: the checkout's working tree) of `root` (default: the code's checkout), as `git diff --name-only`
+    lists them; a commit this clone does not have, or no git, gives a one-entry list '(cannot compare: ...)'."""
+    import subprocess
+
+    root = root or code_checkout()
+    if root is None:
+        return ["(cannot compare: the code is not a git checkout)"]
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", trained_at, *([now_at] if now_at else []), "--",
+                              *TRAINING_CODE_PATHS], cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = (getattr(error, "stderr", "") or str(error)).strip()
+        return [f"(cannot compare: {detail.splitlines()[0] if detail else 'git failed'})"]
+    return out.split()
+
+
+def stale_training(history: list[dict] | None) -> str | None:
+    """Why weights with code record `history` were not trained by the code now checked out, in a phrase, or None
+    when nothing shows that: a checkpoint of an older version (no record), or a commit of its record whose
+    training code differs from the working tree's. Commits with uncommitted changes ('+dirty') and code that is
+    not a checkout cannot be compared, so they pass here; the pipeline refuses to report them."""
+    if not history or UNRECORDED in history:
+        return "records no training code (written by an older version)"
+    for commit in commits_of(history):
+        if commit is None or commit.endswith("+dirty") or code_checkout() is None:
+            continue
+        changed = changed_training_code(commit)
+        if changed and not changed[0].startswith("(cannot compare"):
+            files = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
+            return f"was trained at {commit[:7]} and the training code has changed since ({files})"
+    return None
 
 
 class ProvenanceError(ValueError):

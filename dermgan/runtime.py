@@ -121,12 +121,6 @@ def is_checkout(folder: Path) -> bool:
         return False
 
 
-def code_checkout() -> Path | None:
-    """The checkout this package is imported from (editable install, PYTHONPATH); None when installed."""
-    folder = Path(__file__).resolve().parents[1]
-    return folder if is_checkout(folder) else None
-
-
 def packaged_notebooks() -> Path:
     """The notebooks that belong to this code: <checkout>/notebooks, or the copy a wheel ships as package data
     (dermgan/notebooks, from the same files; pyproject.toml maps it)."""

@@ -21,7 +21,8 @@ step, so the log is rewritten from it on resume and a fresh run replaces the old
 old checkpoint (`_CsvLog`); temps of killed processes are removed at the next start (`remove_stale_temps`).
 Resume refuses a checkpoint of another run: other loop settings, other recipe metadata (variant, loss weights,
 widths; LOOP_ONLY_FIELDS excepted), another number of items, or, when the caller passes `provenance`
-(`data_fingerprint` of the training split), other data. `check_provenance` checks a
+(`data_fingerprint` of the training split), other data, and a checkpoint trained by other training code
+(`provenance.stale_training`). `check_provenance` checks a
 generator.pt against the data before it is used for sampling. Every checkpoint records the code path and commit
 the run was started at and each other one it was resumed at (`code`, dermgan.provenance); generator.pt's record
 is repeated in generator.training.json.
@@ -1106,6 +1107,10 @@ def _restore(path: Path, run: dict, world, rank, device, state: _State) -> tuple
     record ([UNRECORDED] when an older version wrote it)."""
     checkpoint = load_training_checkpoint(path)
     _check_same_run(path, checkpoint, run)
+    stale = code_record.stale_training(checkpoint.get("code"))
+    if stale:  # its weights would be reported as this code's
+        raise CheckpointError(f"{path} {stale}; resuming would mix two versions of the training. "
+                              + _way_out(path))
     if checkpoint["world_size"] != world:
         raise CheckpointError(
             f"{path} was written by {checkpoint['world_size']} processes, this run has {world}; "

@@ -105,7 +105,7 @@ def test_a_checkpoint_records_the_code_path_and_commit_it_was_started_and_resume
     assert load_checkpoint(tmp_path / "generator.pt")["code"] == [started, resumed]
 
 
-def test_resuming_at_the_same_commit_adds_nothing_and_an_older_checkpoint_stays_unrecorded(tmp_path, monkeypatch):
+def test_resuming_at_the_same_commit_adds_nothing_and_an_older_checkpoint_is_refused(tmp_path, monkeypatch):
     at(monkeypatch, A)
     with pytest.raises(Crash):
         train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "same", on_step=_stop_at(2))
@@ -118,10 +118,37 @@ def test_resuming_at_the_same_commit_adds_nothing_and_an_older_checkpoint_stays_
     del older["code"]  # what a version before code records wrote
     save_atomic(older, tmp_path / "old" / "last.pt")
     at(monkeypatch, B)
-    train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "old")
-    code = load_checkpoint(tmp_path / "old" / "generator.pt")["code"]
-    assert code == [provenance.UNRECORDED, provenance.origin(2)]
-    assert provenance.commits_of(code) == [None, B]
+    with pytest.raises(CheckpointError, match=r"last.pt records no training code \(written by an older version\); "
+                                              r"resuming would mix two versions"):
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "old")
+    assert not (tmp_path / "old" / "generator.pt").exists()
+    assert provenance.commits_of([provenance.UNRECORDED, provenance.origin(2)]) == [None, B]
+
+
+def test_a_checkpoint_trained_by_other_training_code_is_refused_and_one_of_other_evaluation_code_resumed(
+        tmp_path, monkeypatch):
+    """In a checkout of its own: a checkpoint made at a commit resumes after a change to a module that only
+    evaluates (dermgan/viz.py), and is refused, naming the file, once the loop's module differs."""
+    code = tmp_path / "code"
+    for name in ("dermgan/train.py", "dermgan/viz.py"):
+        write(code, name, "# v1\n")
+    git(code, "init", "-q")
+    git(code, "add", ".")
+    git(code, "commit", "-qm", "v1")
+    head = git(code, "rev-parse", "HEAD").strip()
+    monkeypatch.setattr(provenance, "code_checkout", lambda: code)
+    at(monkeypatch, head)
+    with pytest.raises(Crash):
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "run", on_step=_stop_at(2))
+    write(code, "dermgan/viz.py", "# v2: plots differently\n")
+    with pytest.raises(Crash):  # resumed: it trains on to its next checkpoint
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "run", on_step=_stop_at(4))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
+    write(code, "dermgan/train.py", "# v2: trains differently\n")
+    with pytest.raises(CheckpointError, match=rf"was trained at {head[:7]} and the training code has changed "
+                                              r"since \(dermgan/train.py\); resuming would mix"):
+        train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "run")
+    assert train(tiny_recipe(), ToyPairs(), _config(), tmp_path / "run", resume=False).steps_this_run > 0
 
 
 def test_a_training_record_of_another_version_of_the_file_is_not_believed(tmp_path, monkeypatch):
