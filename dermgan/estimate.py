@@ -56,6 +56,7 @@ class Work:
     unit: str
     count: float
     images: bool = False  # count is in images, priced at the unit's seconds per image
+    upper: bool = False  # the count includes work a cache skips: the price is an upper bound
 
 
 @dataclass
@@ -66,6 +67,7 @@ class NotebookEstimate:
     held_mb: float = 0.0  # data the notebook holds beside its largest unit (05's image sets)
     units: list[str] = field(default_factory=list)
     unmeasured: list[str] = field(default_factory=list)
+    upper: bool = False  # some of its work is priced from above (Work.upper)
 
 
 def counts_of(profile: Profile, dataset: str = "synthetic", table=None) -> Counts:
@@ -179,8 +181,10 @@ def _augmentation(p: Profile, c: Counts) -> list[Work]:
     melanoma_models = sum(name.endswith("-melanoma") for name in _melanogan_models(p, c))
     candidates = len(aug.keep_candidates) if aug.melanoma_keep is None else 0
     arms = 7 + (4 + melanoma_models + candidates if c.melanoma_train else 0)
+    # A pretrained network's frozen trunk runs once per image and flip (classify.TrunkCache), not once per
+    # epoch and seed as priced here; its unit is a whole-network step, so the price is an upper bound
     work = [Work(f"classifier/{aug.architecture}", arms * aug.seeds * (aug.epochs * (c.n_train + c.n_val) + c.n_test),
-                 images=True)]
+                 images=True, upper=aug.architecture != "small")]
     if aug.small_baseline and aug.architecture != "small":  # the small CNN's baseline row beside it
         work.append(Work("classifier/small", aug.seeds * (aug.small_epochs * (c.n_train + c.n_val) + c.n_test),
                          images=True))
@@ -234,6 +238,7 @@ def price(notebook: str, work: list[Work], units: dict, held_mb: float = 0.0) ->
         found.seconds += item.count * (cost["s_per_image"] if item.images else cost["s_per_step"])
         found.peak_mb = max(found.peak_mb, cost["peak_mb"])
         found.units.append(used)
+        found.upper = found.upper or item.upper
     found.units = list(dict.fromkeys(found.units))
     found.unmeasured = list(dict.fromkeys(found.unmeasured))
     return found
@@ -324,17 +329,23 @@ def report(profile: Profile, counts: Counts, notebooks: list[str], device, costs
         time = duration(item.seconds) if item.units else "-"
         if item.unmeasured:
             time = f">= {time}" if item.units else "not measured"
+        elif item.upper:
+            time = f"<= {time}"
         peak = memory(item.peak_mb + (0 if on_gpu else item.held_mb)) if item.units else "-"
         priced = ", ".join(item.units) or "-"
         if item.held_mb >= 1 and not on_gpu:
             priced += f"; {memory(item.held_mb)} of image sets held"
         if item.unmeasured:
             priced += f"; not measured here: {', '.join(item.unmeasured)}"
+        if item.upper:
+            priced += "; an upper bound (a cached frozen trunk is priced as trained every epoch)"
         lines.append(f"{item.notebook:<26} {time:>12}  {peak:>15}  {priced}")
     peaks = [item.peak_mb + (0 if on_gpu else item.held_mb) for item in found if item.units]
     total = duration(sum(item.seconds for item in found)) if peaks else "not measured"
     if peaks and any(item.unmeasured for item in found):
         total = f">= {total}"
+    elif peaks and any(item.upper for item in found):
+        total = f"<= {total}"
     lines.append(f"{'total':<26} {total:>12}  "
                  f"{memory(max(peaks)) if peaks else '-':>15}  (training, sampling and features; figures, "
                  "I/O and checkpoints are not priced)")

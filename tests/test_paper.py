@@ -201,6 +201,19 @@ def test_an_unmeasured_unit_makes_the_time_a_lower_bound_and_says_so():
     assert "(measured: paper on cpu)" in other[1] and "not measured" in other[3]
 
 
+def test_a_cached_trunk_priced_per_epoch_makes_the_time_an_upper_bound_and_says_so():
+    smoke = config.get_profile("smoke")
+    c = estimate.counts_of(smoke)
+    units = {"classifier/efficientnet_lite0": UNIT, "classifier/small": UNIT}
+    assert estimate.price("07", estimate.work_of("07", smoke, c), units).upper
+    small = dataclasses.replace(smoke, augmentation=dataclasses.replace(smoke.augmentation, architecture="small"))
+    assert not estimate.price("07", estimate.work_of("07", small, c), units).upper  # nothing cached: exact
+    lines = estimate.report(smoke, c, ["07_augmentation"], torch.device("cpu"),
+                            {"smoke": {"cpu": {"units": units, "machine": {}}}})
+    assert lines[3].split()[1] == "<=" and "an upper bound" in lines[3]
+    assert lines[-1].split()[1] == "<="
+
+
 def test_the_committed_costs_price_every_unit_of_the_paper_profile_on_the_cpu():
     costs = estimate.load_costs()["paper"]
     units = costs["cpu"]["units"]
