@@ -15,7 +15,8 @@ validation images' KID ("kid / blurred"). No test image is used: defaults chosen
 Per run the table also gives: held-out L1 (DermGAN, validation maps), D's accuracy on training minus validation
 real images at the end (the loop's probe: > 0 means D memorises), the final augmentation probability, s/step.
 Results (synthetic data): results/<name>.{json,md}; with --grids a PNG per run (generated images, 4x zoom; for
-DermGAN the validation maps above and the real images below).
+DermGAN the validation maps above and the real images below). results/<name>_verdicts.{json,md} compares every
+arm with `before`, paired over seeds, by a declared rule (`verdicts`); --report rewrites the tables from the rows.
 """
 
 from __future__ import annotations
@@ -190,6 +191,39 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+# The declared rule of a sweep: an arm differs from `before` (lower is better for every score here) when the
+# 95 % t-interval of its paired-by-seed differences excludes zero and the mean difference exceeds the minimal
+# effect the same design detects with power 0.8 (its SD from these differences). Fewer than 2 seeds decide nothing.
+VERDICT_METRICS = ("kid / blurred", "domain_kid / blurred", "swd")
+
+
+def verdicts(rows: list[dict], baseline: str = "before") -> list[dict]:
+    """Per family, steps, arm and metric in VERDICT_METRICS: arm - baseline paired over the seeds both have, its
+    t-interval, the design's MDE and the verdict ("better" / "worse" / "no detectable difference (MDE x)")."""
+    from dermgan.augmentation_experiment import minimal_detectable_effect, paired_seed_difference
+
+    frame = pd.DataFrame(rows)
+    out = []
+    for (family, steps), part in frame.groupby(["family", "steps"], sort=False):
+        base = part[part["arm"] == baseline].set_index("seed")
+        for arm, runs in part[part["arm"] != baseline].groupby("arm", sort=False):
+            runs = runs.set_index("seed")
+            seeds = sorted(set(runs.index) & set(base.index))
+            for metric in VERDICT_METRICS:
+                d = paired_seed_difference(base.loc[seeds, metric].tolist(), runs.loc[seeds, metric].tolist())
+                mde = minimal_detectable_effect(d["sd"], d["n_seeds"])
+                if d["n_seeds"] >= 2 and d["high"] < 0 and -d["mean"] > mde:
+                    verdict = "better"
+                elif d["n_seeds"] >= 2 and d["low"] > 0 and d["mean"] > mde:
+                    verdict = "worse"
+                else:
+                    verdict = f"no detectable difference (MDE {mde:.3g})"
+                out.append({"family": family, "steps": int(steps), "arm": arm, "vs": baseline, "metric": metric,
+                            "seeds": d["n_seeds"], "difference": d["mean"], "low": d["low"], "high": d["high"],
+                            "mde": mde, "verdict": verdict})
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", choices=FAMILIES, default="dermgan")
@@ -201,12 +235,18 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default=None, help="results/<name>.{json,md}; default sweep_<family>")
     parser.add_argument("--append", action="store_true", help="keep the rows already in results/<name>.json")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: rewrite the tables of results/<name>.json from its rows")
     parser.add_argument("--grids", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = get_profile("cpu")
     steps = args.steps or (profile.dermgan.steps if args.family == "dermgan" else profile.melanogan.steps)
     name = args.name or f"sweep_{args.family}"
+    if args.report:
+        recorded = json.loads((_report.RESULTS / f"{name}.json").read_text())
+        write(name, recorded["rows"], recorded["floor"], recorded["notes"])
+        return
     arms = args.arms.split(",")
     for arm in arms:
         arm_changes(arm)
@@ -222,22 +262,34 @@ def main(argv=None) -> None:
                         (args.family, arm, seed, length)]
                 rows.append(run(args.family, arm, length, seed, data, scorer, args.n, args.grids))
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
-                write(name, rows, scorer)  # after every run: a sweep stopped half-way keeps what it measured
+                # after every run: a sweep stopped half-way keeps what it measured
+                write(name, rows, scorer.floor, notes_for(scorer))
 
 
-def write(name: str, rows: list[dict], scorer) -> None:
+def notes_for(scorer) -> str:
     floor = scorer.floor
-    notes = (f"Synthetic data, cpu profile (64 px, 2,800 training images), {torch.get_num_threads()} torch "
+    return (f"Synthetic data, cpu profile (64 px, 2,800 training images), {torch.get_num_threads()} torch "
              f"thread(s) on a shared machine (s_per_step is not a benchmark); every arm is changes "
              f"to the profile as it stood before issue 28 ({', '.join(f'{k}={v}' for k, v in BEFORE.items())}). "
              f"Scored on the VALIDATION split against {scorer.settings}; blurred real validation images: Inception "
              f"KID {floor['kid']:.4g} [{floor['kid_lo']:.4g}, {floor['kid_hi']:.4g}], precision "
              f"{floor['precision']:.3g}, domain KID {floor['domain_kid']:.4g}. d_gap = D's accuracy on training minus "
              "validation real images at the last probe.")
+
+
+def write(name: str, rows: list[dict], floor: dict, notes: str) -> None:
     _report.write(name, f"{name}: runs (synthetic data, validation split)", rows, COLUMNS, notes,
-                  {"floor": floor, "summary": summary(rows)})
+                  {"floor": floor, "summary": summary(rows), "verdicts": verdicts(rows)})
     _report.write(f"{name}_summary", f"{name}: mean over seeds at 1x and 2x the steps (synthetic data, validation "
                   "split)", summary(rows), list(summary(rows)[0]) if rows else [], notes)
+    found = verdicts(rows)
+    if found:
+        _report.write(f"{name}_verdicts", f"{name}: each arm against `before`, paired over seeds (synthetic data, "
+                      "validation split)", found, list(found[0]),
+                      "Lower is better for every metric. The declared rule (sweep_gan.verdicts): 'better' or "
+                      "'worse' when the 95 % t-interval of the paired differences excludes zero and the mean "
+                      "difference exceeds the MDE (two-sided paired t-test, alpha 0.05, power 0.8, SD of these "
+                      "differences). " + notes)
 
 
 if __name__ == "__main__":

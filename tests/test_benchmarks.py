@@ -81,3 +81,28 @@ def test_step_costs_keep_each_profile_apart_and_read_the_earlier_layout(home, mo
     assert costs["paper"]["cpu"]["units"]["render"]["s_per_step"] == 2.0
     assert costs["cpu"]["cpu"]["units"]["render"]["s_per_step"] == 0.1
     assert costs["paper"]["cuda:H100"] == cuda
+
+
+def test_sweep_verdicts_apply_the_declared_rule_paired_over_seeds():
+    """'better' only when the paired t-interval lies below zero and the difference exceeds the MDE; a shift
+    inside the seeds' noise, or one seed, decides nothing."""
+    import sweep_gan
+
+    def rows(arm, kids):
+        return [{"family": "dermgan", "arm": arm, "seed": s, "steps": 10, "kid / blurred": k,
+                 "domain_kid / blurred": 1.0 + s, "swd": 5.0} for s, k in enumerate(kids)]
+
+    base = [4.0, 5.0, 6.0, 4.5]
+    found = sweep_gan.verdicts(rows("before", base) + rows("lower", [b - 1.0 + d for b, d in
+                                                                      zip(base, (0.01, -0.01, 0.02, 0.0))])
+                               + rows("noise", [b + d for b, d in zip(base, (0.5, -0.5, 0.4, -0.4))])
+                               + rows("higher", [b + 2.0 + d for b, d in zip(base, (0.1, -0.1, 0.0, 0.05))]))
+    kid = {r["arm"]: r for r in found if r["metric"] == "kid / blurred"}
+    assert kid["lower"]["verdict"] == "better" and abs(kid["lower"]["difference"] + 0.995) < 1e-9
+    assert kid["higher"]["verdict"] == "worse"
+    assert kid["noise"]["verdict"].startswith("no detectable difference (MDE ")
+    assert kid["noise"]["low"] < 0 < kid["noise"]["high"] and kid["lower"]["seeds"] == 4
+    same = [r for r in found if r["metric"] == "domain_kid / blurred"]  # identical scores: no difference, MDE 0
+    assert all(r["verdict"].startswith("no detectable") and r["difference"] == 0 for r in same)
+    one = sweep_gan.verdicts(rows("before", [4.0]) + rows("lower", [1.0]))
+    assert all(r["verdict"].startswith("no detectable") for r in one)
