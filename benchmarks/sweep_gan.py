@@ -209,6 +209,8 @@ def verdicts(rows: list[dict], baseline: str = "before") -> list[dict]:
         for arm, runs in part[part["arm"] != baseline].groupby("arm", sort=False):
             runs = runs.set_index("seed")
             seeds = sorted(set(runs.index) & set(base.index))
+            if not seeds:  # no baseline run of these seeds in this table: nothing to compare
+                continue
             for metric in VERDICT_METRICS:
                 d = paired_seed_difference(base.loc[seeds, metric].tolist(), runs.loc[seeds, metric].tolist())
                 mde = minimal_detectable_effect(d["sd"], d["n_seeds"])

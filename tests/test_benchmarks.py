@@ -105,4 +105,5 @@ def test_sweep_verdicts_apply_the_declared_rule_paired_over_seeds():
     same = [r for r in found if r["metric"] == "domain_kid / blurred"]  # identical scores: no difference, MDE 0
     assert all(r["verdict"].startswith("no detectable") and r["difference"] == 0 for r in same)
     one = sweep_gan.verdicts(rows("before", [4.0]) + rows("lower", [1.0]))
-    assert all(r["verdict"].startswith("no detectable") for r in one)
+    assert one and all(r["verdict"].startswith("no detectable") for r in one)
+    assert sweep_gan.verdicts(rows("lower", [1.0, 2.0])) == []  # no baseline in the table: no comparison
