@@ -280,11 +280,11 @@ def notes_for(scorer) -> str:
 
 
 def write(name: str, rows: list[dict], floor: dict, notes: str) -> None:
+    means, found = summary(rows), verdicts(rows)
     _report.write(name, f"{name}: runs (synthetic data, validation split)", rows, COLUMNS, notes,
-                  {"floor": floor, "summary": summary(rows), "verdicts": verdicts(rows)})
+                  {"floor": floor, "summary": means, "verdicts": found})
     _report.write(f"{name}_summary", f"{name}: mean over seeds at 1x and 2x the steps (synthetic data, validation "
-                  "split)", summary(rows), list(summary(rows)[0]) if rows else [], notes)
-    found = verdicts(rows)
+                  "split)", means, list(means[0]) if means else [], notes)
     if found:
         _report.write(f"{name}_verdicts", f"{name}: each arm against `before`, paired over seeds (synthetic data, "
                       "validation split)", found, list(found[0]),

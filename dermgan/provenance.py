@@ -98,9 +98,9 @@ def stale_training(history: list[dict] | None) -> str | None:
     if not history or UNRECORDED in history:
         return "records no training code (written by an older version)"
     for commit in commits_of(history):
-        if commit is None or commit.endswith("+dirty") or code_checkout() is None:
+        if commit is None or commit.endswith("+dirty"):
             continue
-        changed = changed_training_code(commit)
+        changed = changed_training_code(commit)  # no checkout, or a commit it lacks: "(cannot compare ...)"
         if changed and not changed[0].startswith("(cannot compare"):
             files = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
             return f"was trained at {commit[:7]} and the training code has changed since ({files})"
