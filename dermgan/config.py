@@ -317,7 +317,9 @@ class LesionEditConfig(CriticConfig):
     norm: str = "instance"  # as the reference CycleGAN
     d_layers: int = 3  # PatchGAN stride-2 layers (3 = 70x70 receptive field)
     gan_loss: str = "lsgan"  # least squares, as the reference CycleGAN
-    steps: int = 1000  # 0.065 s/step per masked method, 0.25 per CycleGAN (batch 4, 1 thread, loaded host)
+    # 300: a CycleGAN step costs 0.75 s of wall time on 2 threads (bench_step_costs, cpu profile), so 1,000 steps
+    # of the two CycleGAN methods alone took 25 min of the series' 90 (issue 28's budget)
+    steps: int = 300
     batch_size: int = 4
     lr: float = 2e-4
     beta1: float = 0.5
@@ -347,7 +349,10 @@ class LesionEditConfig(CriticConfig):
 class MetricsConfig:
     """dermgan.metrics: sample counts and intervals."""
 
-    n_samples: int = 600  # generated (and real) images per model for set metrics
+    # generated (and real) images per model for set metrics. 200 at cpu: Inception features cost 0.21 s per image
+    # on 2 threads (bench_step_costs), and 03 and 05 extract ~25 sets between them (600 would take 54 min of the
+    # series' 90); KID's subsets of 100 still have 150 to draw from
+    n_samples: int = 150
     n_bootstrap: int = 100  # bootstrap replicates per interval
     kid_subset_size: int = 100
     inception: bool = True  # the 299 px Inception network is slow on a CPU; smoke may switch it off
@@ -371,9 +376,10 @@ class MelanoGANConfig(CriticConfig):
     (dermgan.models.dcgan, lapgan, melanogan). MelanoGANs' known settings (papers.md sec. 2.2, unverified): LSGAN
     (not our default: see gan_loss), 64-d noise, batch 8; everything else is our choice. Furger's values are from their code (sec. 3.3, 3.6)."""
 
-    # cpu: 1,200 steps x 9 models ~ 11 min of training at 64 px (single-thread CPU time per step measured at
-    # 150-step runs: dcgan 0.025, lapgan 0.075, ddgan 0.073 / 0.075, furger 0.047 s; the melanoma twins alike)
-    steps: int = 1200
+    # cpu: 600 steps x 9 models ~ 12 min of wall time at 64 px on 2 threads (40-step means of bench_step_costs:
+    # dcgan 0.047, lapgan 0.16 s/step; the melanoma twins alike), for issue 28's 90-min series. The choices below
+    # (BCE, EMA off, Furger's learning rate) were validated at 1,200 steps
+    steps: int = 600
     batch_size: int = 8
     noise_dim: int = 64
     # MelanoGANs reportedly used LSGAN; we default to the non-saturating BCE loss because with LSGAN our DCGAN
@@ -522,7 +528,7 @@ class TuringConfig:
 
     n_per_model: int = 10  # synthetic images per model; as many real ones as all models' together
     n_bootstrap: int = 1000  # replicates of the rater-and-item bootstrap intervals
-    c2st_steps: int = 200  # real-vs-generated classifier steps (width, batch, lr: classifier section)
+    c2st_steps: int = 100  # real-vs-generated classifier steps (width, batch, lr: classifier section)
 
     def __post_init__(self):
         _validate(self, "turing", n_per_model=AT_LEAST_1, n_bootstrap=AT_LEAST_1, c2st_steps=AT_LEAST_1)
@@ -627,16 +633,23 @@ PROFILES: dict[str, Profile] = {
                    # of real, D loss 0.32 -> 0.45, for +7 % held-out L1. Re-checked on the validation split over
                    # 3 seeds (sweep_dermgan_l1_verdicts.md): 100 is worse on domain KID and SWD, no detectable
                    # Inception KID difference; 10 stands
-                   dermgan=DermGANConfig(steps=3000, ablation_steps=250, seeds=3, lambda_l1=10.0,
+                   # Issue 28's 90-min budget: the main run at 2,000 steps (the length every validation sweep
+                   # chose at: benchmarks/results/sweep_dermgan_r3*), the ablation's 21 runs 100 steps each
+                   dermgan=DermGANConfig(steps=2000, ablation_steps=100, seeds=3, lambda_l1=10.0,
                                          lambda_lesion=10.0),
                    classifier=ClassifierConfig(width=32, epochs=8, batch_size=64),
                    # Inception batch 8: in bf16 it ran 1.25x batch 32 on the machine of benchmarks/results/metrics.md
                    # (26.0 / 20.8 images/s); not re-measured in fp32, the precision every profile now uses
                    metrics=MetricsConfig(batch_size=8),
                    # 02's comparison (DermGAN, OASIS, projected D over seeds) at 3 seeds x 3,000 steps would cost
-                   # ~3.5 h here (OASIS 2.3x and the projected D 1.9x a DermGAN step of ~0.28 s on 1 thread);
-                   # 2 seeds x 1,000 steps ~48 min. Still the largest share of the series: see issue 28's budget
-                   compare=CompareConfig(seeds=2, steps=1000),
+                   # ~3.5 h here (on 2 threads a DermGAN step takes 0.20 s of wall time, OASIS 0.57, the projected
+                   # D 0.40); 2 seeds x 300 steps ~12 min: a check that each runs and how they rank early, not a
+                   # verdict (the paper profile's comparison is the one sized for that)
+                   compare=CompareConfig(seeds=2, steps=300),
+                   # 07's ~19 arms x 3 seeds: an epoch of the cached EfficientNet top costs 1.3 ms per image on 2
+                   # threads (the classic arm, which runs the whole network, 10 ms), so 6 epochs took ~35 min;
+                   # 3 epochs of each recipe keep 07 near 19 min of the series' 90
+                   augmentation=AugmentationConfig(epochs=3, small_epochs=3),
                    # Furger et al.'s Adam (5e-5, beta1 0.9) is sized for thousands of epochs at batch 128: in
                    # 1,200 steps of batch 8 their G stays at its initialisation, one noise pattern for every sample
                    # (benchmarks/results/sweep_unconditional_r2.md, validation split: diversity 0.34, KID 24x the

@@ -110,16 +110,21 @@ def _dermgan(p: Profile, c: Counts) -> list[Work]:
     work = [Work("dermgan/dermgan", cfg.steps)]
     work += [Work(f"dermgan/{name}", cfg.seeds * cfg.ablation_steps) for name in variants(cfg)]
     runs = 1 + cfg.seeds * len(variants(cfg))
-    # the comparison: dermgan and each compared model over compare.seeds (the main run is one of them when
-    # the comparison keeps the main schedule)
     steps = p.compare.steps or cfg.steps
-    for name in ["dermgan", *p.compare.model_names]:
-        n_runs = p.compare.seeds - (1 if name == "dermgan" and steps == cfg.steps else 0)
-        if n_runs > 0:
-            work.append(Work("oasis/oasis" if name == "oasis" else f"dermgan/{name}", n_runs * steps))
-            runs += n_runs
+    for name, n_runs in _compared_runs(p).items():
+        work.append(Work("oasis/oasis" if name == "oasis" else f"dermgan/{name}", n_runs * steps))
+        runs += n_runs
     n_eval = min(cfg.n_eval or c.n_test, c.n_test)
     return work + [Work("sample/dermgan", runs * n_eval, images=True)]
+
+
+def _compared_runs(p: Profile) -> dict[str, int]:
+    """02's comparison: runs of dermgan and of each compared model over compare.seeds, beyond the main run (one
+    of them when the comparison keeps the main schedule)."""
+    same_schedule = (p.compare.steps or p.dermgan.steps) == p.dermgan.steps
+    runs = {name: p.compare.seeds - (1 if name == "dermgan" and same_schedule else 0)
+            for name in ["dermgan", *p.compare.model_names]}
+    return {name: n for name, n in runs.items() if n > 0}
 
 
 def _melanogan_models(p: Profile, c: Counts) -> list[str]:
@@ -152,19 +157,21 @@ def _lesion_edit(p: Profile, c: Counts) -> list[Work]:
     return work
 
 
-def _sets_of_05(p: Profile, c: Counts) -> list[int]:
-    """Image counts of the sets 05 scores: the real reference, three test-split references, every model."""
+def _sets_of_05(p: Profile, c: Counts, melanogan: bool = True) -> list[int]:
+    """Image counts of the sets 05 scores: the real reference, three test-split references, the main DermGAN
+    and 02's compared runs, and (with `melanogan`) every MelanoGAN model."""
     n = p.metrics.n_samples
     sets = [min(n, c.n_train)] + [min(n, c.n_test)] * 3
     if c.masks:
-        sets.append(min(n, p.dermgan.n_eval or c.n_test, c.n_test))
-    return sets + [n] * len(_melanogan_models(p, c))
+        n_model = min(n, p.dermgan.n_eval or c.n_test, c.n_test)
+        sets += [n_model] * (1 + sum(_compared_runs(p).values()))
+    return sets + ([n] * len(_melanogan_models(p, c)) if melanogan else [])
 
 
 def _metrics(p: Profile, c: Counts) -> list[Work]:
     work = [Work("classifier/small", p.classifier.epochs * (c.n_train + c.n_val), images=True)]
-    if p.metrics.inception:
-        work.append(Work("inception", sum(_sets_of_05(p, c)), images=True))
+    if p.metrics.inception:  # the MelanoGAN sets' features are in the run's cache: 03 computed them
+        work.append(Work("inception", sum(_sets_of_05(p, c, melanogan=False)), images=True))
     return work
 
 

@@ -182,6 +182,21 @@ def test_each_notebooks_work_is_counted_from_the_profile():
     assert estimate.work_of("04", smoke, dataclasses.replace(c, masks=False)) == []  # no masks: 04 skips
 
 
+def test_05_prices_inception_for_the_sets_03_has_not_cached():
+    """With Inception on, 05 extracts the real reference, the three test-split references, the main DermGAN and
+    02's compared runs; the MelanoGAN sets are 03's, read from the run's feature cache."""
+    smoke = config.get_profile("smoke").replace(metrics={"inception": True}, compare={"seeds": 3, "steps": 10})
+    c = estimate.counts_of(smoke)
+    n = smoke.metrics.n_samples  # 60, below every split's size
+    assert n < min(c.n_train, c.n_test)
+    # the comparison at 10 steps is not the main schedule (30): 3 dermgan + 3 OASIS + 3 projected runs
+    assert [(w.unit, w.count) for w in estimate.work_of("05", smoke, c)] == [
+        ("classifier/small", smoke.classifier.epochs * (c.n_train + c.n_val)),
+        ("inception", (1 + 3 + 1 + 9) * n)]
+    assert estimate.held_images("05", smoke, c) == (1 + 3 + 1 + 9 + 9) * n  # held: the MelanoGAN sets too
+    assert len(estimate._melanogan_models(smoke, c)) == 9
+
+
 def test_an_unmeasured_unit_makes_the_time_a_lower_bound_and_says_so():
     smoke = config.get_profile("smoke")
     found = estimate.price("02", estimate.work_of("02", smoke, estimate.counts_of(smoke)),
